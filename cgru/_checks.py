@@ -1,0 +1,78 @@
+"""Input validation shared by the modules: every check runs here, before compiled code.
+
+Errors say what was expected and what came, in PyTorch's words where PyTorch has them.
+"""
+import numbers
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_size(name, value):
+    """A positive integer configuration value (input_size, hidden_size, num_layers)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be greater than zero, got {value}")
+    return int(value)
+
+
+def check_dropout(value):
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not 0 <= value <= 1):
+        raise ValueError("dropout should be a number in range [0, 1] representing the "
+                         f"probability of an element being zeroed, got {value!r}")
+    return float(value)
+
+
+def check_dtype(dtype):
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {dtype!r}") from None
+    if dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {dtype}")
+    return dtype
+
+
+def check_rng(seed):
+    """A numpy Generator from None, an int, a SeedSequence or a Generator (used as is)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(
+            seed, (numbers.Integral, np.random.SeedSequence))):
+        raise TypeError(f"seed must be None, an int or a numpy.random.Generator, "
+                        f"got {type(seed).__name__}")
+    return np.random.default_rng(seed)
+
+
+def to_numpy(value):
+    """A NumPy view of an array-like, torch tensors included (duck-typed: torch not imported)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
+        value = value.detach().cpu()
+        try:
+            return value.numpy()
+        except TypeError:           # e.g. bfloat16, which NumPy has no type for
+            return value.float().numpy()
+    return np.asarray(value)
+
+
+def as_float_array(value, name, dtype):
+    """`value` as an array of `dtype`, always a new C-contiguous array the caller cannot see.
+
+    TypeError for what is not numeric array data: strings, None, dicts, plain Python
+    scalars, object or complex arrays.
+    """
+    if value is None or isinstance(value, (str, bytes, dict, numbers.Number, np.generic)):
+        raise TypeError(f"{name} must be an array, got {type(value).__name__}")
+    try:
+        array = to_numpy(value)
+    except (ValueError, TypeError) as error:
+        raise TypeError(f"{name} must be a numeric array; could not convert "
+                        f"{type(value).__name__}: {error}") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, got an array of dtype {array.dtype}")
+    if array.ndim == 0:
+        raise TypeError(f"{name} must be an array, got a 0-d array (scalar)")
+    return np.array(array, dtype=dtype, order="C", copy=True)

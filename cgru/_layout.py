@@ -1,0 +1,44 @@
+"""Weights in the layout the kernel wants, built once when parameters change.
+
+The kernel computes both products as row-major NN GEMMs, so the (3H, K) PyTorch matrices are
+stored transposed, (K, 3H). Their 3H gate columns are regrouped by blocks of UNIT_BLOCK hidden
+units, [r | z | n] within each block, so that a thread owning a range of hidden units owns one
+contiguous range of columns (one GEMM call per step, gates of a unit close together in memory).
+"""
+import numpy as np
+
+from ._gru import UNIT_BLOCK
+
+
+def gate_column_order(hidden_size):
+    """Index array p such that packed column c holds PyTorch row p[c] of a (3H, K) weight."""
+    order = []
+    for start in range(0, hidden_size, UNIT_BLOCK):
+        units = np.arange(start, min(start + UNIT_BLOCK, hidden_size))
+        for gate in range(3):
+            order.append(gate * hidden_size + units)
+    return np.concatenate(order)
+
+
+def pack_layer(directions, hidden_size, dtype):
+    """Stack the directions of one layer in the kernel's layout.
+
+    directions: one (w_ih (3H, I), w_hh (3H, H), b_ih (3H,) or None, b_hh (3H,) or None) per
+    direction. Returns (w_ih (D, I, 3H), w_hh (D, H, 3H), bias_gi (D, 3H), bias_hn (D, H)), where
+    bias_gi = b_ih + b_hh for the r and z gates and b_in for n (b_hn must stay inside r * (...)).
+    """
+    order = gate_column_order(hidden_size)
+    h = hidden_size
+    w_ih, w_hh, bias_gi, bias_hn = [], [], [], []
+    for weight_ih, weight_hh, b_ih, b_hh in directions:
+        w_ih.append(weight_ih[order].T)
+        w_hh.append(weight_hh[order].T)
+        if b_ih is None:
+            b_ih = np.zeros(3 * h, dtype=dtype)
+            b_hh = np.zeros(3 * h, dtype=dtype)
+        combined = b_ih.copy()
+        combined[: 2 * h] += b_hh[: 2 * h]
+        bias_gi.append(combined[order])
+        bias_hn.append(b_hh[2 * h:])
+    return tuple(np.ascontiguousarray(np.stack(parts), dtype=dtype)
+                 for parts in (w_ih, w_hh, bias_gi, bias_hn))

@@ -1,0 +1,110 @@
+"""What GRU and GRUCell share: parameters by PyTorch name, state_dict, train/eval."""
+from collections import namedtuple
+from collections.abc import Mapping
+
+import numpy as np
+
+from ._checks import to_numpy
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class ParameterModule:
+    """Base class: named parameter arrays, read as attributes, kept read-only.
+
+    Parameters are read-only NumPy arrays: the kernel works from a copy laid out for speed,
+    so an in-place edit would silently not be seen. Assign a new array instead
+    (`module.weight_hh_l0 = w`) or use `load_state_dict`; both check the shape and re-lay out.
+    Subclasses define `_expected_shapes()` and `_parameters_changed(names)`.
+    """
+
+    _params = None
+
+    def _expected_shapes(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _parameters_changed(self, names):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _init_parameters(self, rng, bound):
+        """U(-bound, bound) for every parameter, drawn in state_dict order."""
+        params = {}
+        for name, shape in self._expected_shapes().items():
+            params[name] = _frozen(rng.uniform(-bound, bound, size=shape).astype(self.dtype))
+        object.__setattr__(self, "_params", params)
+        self._parameters_changed(list(params))
+
+    def __getattr__(self, name):
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        if self._params is not None and name in self._params:
+            self.load_state_dict({name: value}, strict=False)
+        else:
+            object.__setattr__(self, name, value)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._params or ()))
+
+    # -- train / eval ---------------------------------------------------------------------------
+
+    def train(self, mode=True):
+        """Set training mode (dropout active when configured); returns the module."""
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"training mode is expected to be boolean, got {type(mode).__name__}")
+        object.__setattr__(self, "training", bool(mode))
+        return self
+
+    def eval(self):
+        """Set evaluation mode (no dropout); returns the module."""
+        return self.train(False)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def state_dict(self):
+        """A dict of copies of the parameters, keys in PyTorch's order."""
+        return {name: value.copy() for name, value in self._params.items()}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy parameters in from a mapping of name -> array-like (torch tensors included).
+
+        strict: missing or unexpected keys raise KeyError; otherwise unexpected keys are ignored
+        and missing ones keep their values. A wrong shape is a ValueError either way. Nothing is
+        changed unless every given parameter is valid. Returns (missing_keys, unexpected_keys).
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError("load_state_dict expects a mapping of parameter names to arrays, "
+                            f"got {type(state_dict).__name__}")
+        expected = self._expected_shapes()
+        missing = [key for key in expected if key not in state_dict]
+        unexpected = [key for key in state_dict if key not in expected]
+        if strict and (missing or unexpected):
+            raise KeyError(f"Error(s) in loading state_dict for {type(self).__name__}: "
+                           f"missing keys {missing}, unexpected keys {unexpected}")
+        updates = {}
+        for key, shape in expected.items():
+            if key not in state_dict:
+                continue
+            value = state_dict[key]
+            try:
+                array = to_numpy(value)
+            except (TypeError, ValueError) as error:
+                raise TypeError(f"{key}: expected an array, got {type(value).__name__} ({error})")
+            if array.dtype.kind not in "biuf":
+                raise TypeError(f"{key}: expected a real numeric array, got dtype {array.dtype}")
+            if array.shape != shape:
+                raise ValueError(f"size mismatch for {key}: expected shape {shape}, "
+                                 f"got {array.shape}")
+            updates[key] = _frozen(np.array(array, dtype=self.dtype, order="C", copy=True))
+        self._params.update(updates)
+        if updates:
+            self._parameters_changed(list(updates))
+        return IncompatibleKeys(missing, unexpected)
+
+
+def _frozen(array):
+    array.flags.writeable = False
+    return array

@@ -1,0 +1,275 @@
+"""The GRU layer: PyTorch's nn.GRU, with NumPy arrays in and out."""
+import math
+import warnings
+
+import numpy as np
+
+from . import _gru
+from ._checks import as_float_array, check_dropout, check_dtype, check_rng, check_size
+from ._layout import pack_layer
+from ._module import ParameterModule
+from ._threads import blas_single_threaded, get_num_threads
+from .packing import PackedSequence, check_packed
+
+# The input projection of a layer is computed for a block of timesteps at a time, so the
+# workspace stays bounded however long the sequence: about this many bytes per direction.
+_PROJECTION_WORKSPACE_BYTES = 4 << 20
+
+
+class GRU(ParameterModule):
+    """A multi-layer gated recurrent unit with exactly the behaviour of PyTorch's nn.GRU.
+
+    For each element of the input sequence, each layer computes::
+
+        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+        z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        h' = (1 - z) * n + z * h
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        Features in the input x and in the hidden state h.
+    num_layers : int, default 1
+        Stacked layers; layer k > 0 reads the output of layer k - 1.
+    bias : bool, default True
+        If False, the layer has no bias parameters at all.
+    batch_first : bool, default False
+        Input and output are (N, L, *) instead of (L, N, *). hx and h_n never are.
+    dropout : float, default 0.0
+        In training mode, inverted dropout with this probability on the output of every
+        layer but the last.
+    bidirectional : bool, default False
+        Run a second, reverse-time direction per layer and concatenate the two.
+    dtype : numpy.float32 or numpy.float64, keyword-only
+    seed : None, int or numpy.random.Generator, keyword-only
+        Makes the initialisation U(-k, k), k = 1/sqrt(hidden_size), and dropout reproducible.
+
+    Unlike PyTorch, a new module is in evaluation mode (``training is False``); call
+    ``train()`` to turn dropout on.
+
+    Parameters are NumPy arrays read as attributes with PyTorch's names and shapes, where
+    D = 2 if bidirectional else 1, and gates in the order r | z | n:
+        weight_ih_l{k}  (3*H, input_size) for k = 0, (3*H, D*H) otherwise
+        weight_hh_l{k}  (3*H, H)
+        bias_ih_l{k}, bias_hh_l{k}  (3*H,)
+    with the suffix ``_reverse`` for the reverse direction. They are read-only: assign a new
+    array to the attribute or use load_state_dict to change them.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, dtype=np.float32, seed=None):
+        self._input_size = check_size("input_size", input_size)
+        self._hidden_size = check_size("hidden_size", hidden_size)
+        self._num_layers = check_size("num_layers", num_layers)
+        self._bias = bool(bias)
+        self._bidirectional = bool(bidirectional)
+        self._dtype = check_dtype(dtype)
+        self.batch_first = bool(batch_first)
+        self.dropout = dropout
+        if self.dropout > 0 and self._num_layers == 1:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
+                          "non-zero dropout expects num_layers greater than 1, but got "
+                          f"dropout={self.dropout} and num_layers={self._num_layers}",
+                          UserWarning, stacklevel=2)
+        self.training = False
+        self._rng = check_rng(seed)
+        self._packed = [None] * self._num_layers
+        self._init_parameters(self._rng, 1.0 / math.sqrt(self._hidden_size))
+
+    # -- configuration --------------------------------------------------------------------------
+    # Sizes, bias and directions define the parameter shapes, so they are fixed at construction.
+
+    input_size = property(lambda self: self._input_size)
+    hidden_size = property(lambda self: self._hidden_size)
+    num_layers = property(lambda self: self._num_layers)
+    bias = property(lambda self: self._bias)
+    bidirectional = property(lambda self: self._bidirectional)
+    dtype = property(lambda self: self._dtype)
+
+    @property
+    def dropout(self):
+        return self._dropout
+
+    @dropout.setter
+    def dropout(self, value):
+        self._dropout = check_dropout(value)
+
+    @property
+    def num_directions(self):
+        return 2 if self._bidirectional else 1
+
+    def __repr__(self):
+        args = [str(self._input_size), str(self._hidden_size)]
+        if self._num_layers != 1:
+            args.append(f"num_layers={self._num_layers}")
+        if not self._bias:
+            args.append("bias=False")
+        if self.batch_first:
+            args.append("batch_first=True")
+        if self._dropout:
+            args.append(f"dropout={self._dropout}")
+        if self._bidirectional:
+            args.append("bidirectional=True")
+        if self._dtype != np.float32:
+            args.append("dtype=float64")
+        return f"GRU({', '.join(args)})"
+
+    # -- parameters -----------------------------------------------------------------------------
+
+    def _parameter_names(self, layer, direction):
+        suffix = f"_l{layer}" + ("_reverse" if direction else "")
+        names = [f"weight_ih{suffix}", f"weight_hh{suffix}"]
+        if self._bias:
+            names += [f"bias_ih{suffix}", f"bias_hh{suffix}"]
+        return names
+
+    def _expected_shapes(self):
+        h, d = self._hidden_size, self.num_directions
+        shapes = {}
+        for layer in range(self._num_layers):
+            layer_input = self._input_size if layer == 0 else d * h
+            for direction in range(d):
+                for name in self._parameter_names(layer, direction):
+                    if name.startswith("weight_ih"):
+                        shapes[name] = (3 * h, layer_input)
+                    elif name.startswith("weight_hh"):
+                        shapes[name] = (3 * h, h)
+                    else:
+                        shapes[name] = (3 * h,)
+        return shapes
+
+    def _parameters_changed(self, names):
+        layers = {int(name.split("_l")[1].split("_")[0]) for name in names}
+        for layer in layers:
+            directions = []
+            for direction in range(self.num_directions):
+                params = [self._params[n] for n in self._parameter_names(layer, direction)]
+                if not self._bias:
+                    params += [None, None]
+                directions.append(params)
+            self._packed[layer] = pack_layer(directions, self._hidden_size, self._dtype)
+
+    # -- forward --------------------------------------------------------------------------------
+
+    def __call__(self, input, hx=None):
+        return self.forward(input, hx)
+
+    def forward(self, input, hx=None):
+        """Run the layer over a batch of sequences.
+
+        Parameters
+        ----------
+        input : array-like (L, N, H_in), (N, L, H_in) if batch_first, or (L, H_in) unbatched;
+            or a PackedSequence.
+        hx : array-like (D * num_layers, N, H), or (D * num_layers, H) for unbatched input;
+            zeros if None. Never batch-first; for packed input, in the caller's batch order.
+
+        Returns
+        -------
+        output : ndarray (L, N, D * H), (N, L, D * H) if batch_first, (L, D * H) unbatched;
+            a PackedSequence for packed input.
+        h_n : ndarray (D * num_layers, N, H), (D * num_layers, H) unbatched: the state after
+            each sequence's last element.
+
+        where L is the sequence length, N the batch size, H_in = input_size,
+        H = hidden_size and D = 2 if bidirectional else 1.
+        """
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
+        x = as_float_array(input, "input", self._dtype) if not _is_ready(input, self._dtype) \
+            else input
+        if x.ndim not in (2, 3):
+            raise ValueError(f"GRU: Expected input to be 2D or 3D, got {x.ndim}D instead")
+        batched = x.ndim == 3
+        if not batched:
+            x = x[:, None, :]
+        elif self.batch_first:
+            x = x.transpose(1, 0, 2)
+        seq_len, batch, features = x.shape
+        self._check_input(seq_len, batch, features)
+        h0 = self._initial_state(hx, batch, batched)
+        x = np.ascontiguousarray(x).reshape(seq_len * batch, features)
+        batch_sizes = np.full(seq_len, batch, dtype=np.int64)
+
+        rows, h_n = self._run(x, batch_sizes, h0)
+
+        output = rows.reshape(seq_len, batch, -1)
+        if not batched:
+            return output[:, 0, :], h_n[:, 0, :]
+        if self.batch_first:
+            output = np.ascontiguousarray(output.transpose(1, 0, 2))
+        return output, h_n
+
+    def _forward_packed(self, sequence, hx):
+        data, batch_sizes, sorted_indices, unsorted_indices = check_packed(sequence, self._dtype)
+        self._check_input(len(batch_sizes), int(batch_sizes[0]), data.shape[1])
+        h0 = self._initial_state(hx, int(batch_sizes[0]), batched=True)
+        if sorted_indices is not None:
+            h0 = h0[:, sorted_indices]      # the kernel works in the packed (sorted) order
+        rows, h_n = self._run(data, batch_sizes, h0)
+        if unsorted_indices is not None:
+            h_n = np.ascontiguousarray(h_n[:, unsorted_indices])
+        return PackedSequence(rows, batch_sizes, sorted_indices, unsorted_indices), h_n
+
+    def _check_input(self, seq_len, batch, features):
+        if features != self._input_size:
+            raise ValueError(f"input.size(-1) must be equal to input_size. "
+                             f"Expected {self._input_size}, got {features}")
+        if seq_len == 0:
+            raise ValueError("Expected sequence length to be larger than 0 in RNN")
+        if batch == 0:
+            raise ValueError("GRU: Expected a non-empty batch, got batch size 0")
+
+    def _initial_state(self, hx, batch, batched):
+        """h_0 as a new (D * num_layers, N, H) array of the module's dtype."""
+        shape = (self.num_directions * self._num_layers, batch, self._hidden_size)
+        if hx is None:
+            return np.zeros(shape, dtype=self._dtype)
+        h0 = as_float_array(hx, "hx", self._dtype)
+        if batched and h0.ndim != 3:
+            raise ValueError(f"For batched 3-D input, hx should also be 3-D but got "
+                             f"{h0.ndim}-D tensor")
+        if not batched:
+            if h0.ndim != 2:
+                raise ValueError(f"For unbatched 2-D input, hx should also be 2-D but got "
+                                 f"{h0.ndim}-D tensor")
+            h0 = h0[:, None, :]
+        if h0.shape != shape:
+            got = list(h0.shape) if batched else [h0.shape[0], h0.shape[2]]
+            want = shape if batched else (shape[0], shape[2])
+            raise ValueError(f"Expected hidden size {want}, got {got}")
+        return np.ascontiguousarray(h0)
+
+    def _run(self, x, batch_sizes, h0):
+        """All layers over packed rows x (R, I); returns (rows (R, D*H), h_n (D*layers, N, H))."""
+        d, h = self.num_directions, self._hidden_size
+        n_threads = get_num_threads()
+        row_bytes = 3 * h * self._dtype.itemsize * int(batch_sizes[0])
+        steps_per_block = max(1, _PROJECTION_WORKSPACE_BYTES // row_bytes)
+        h_n = h0    # already a private copy: each layer writes its final states into its slice
+        apply_dropout = self.training and self._dropout > 0
+        with blas_single_threaded():
+            for layer in range(self._num_layers):
+                out = np.empty((x.shape[0], d * h), dtype=self._dtype)
+                _gru.gru_layer(x, *self._packed[layer], batch_sizes,
+                               h_n[layer * d:(layer + 1) * d], out, n_threads, steps_per_block)
+                if apply_dropout and layer < self._num_layers - 1:
+                    out = self._dropout_rows(out)
+                x = out
+        return x, h_n
+
+    def _dropout_rows(self, rows):
+        """Inverted dropout: zero with probability p, scale survivors by 1 / (1 - p)."""
+        p = self._dropout
+        if p >= 1:
+            return np.zeros_like(rows)
+        keep = self._rng.random(rows.shape, dtype=self._dtype) >= p
+        rows *= keep
+        rows *= self._dtype.type(1.0 / (1.0 - p))
+        return rows
+
+
+def _is_ready(value, dtype):
+    """Fast path: already an ndarray of our dtype (it is only read, never written)."""
+    return isinstance(value, np.ndarray) and value.dtype == dtype

@@ -1,0 +1,253 @@
+"""Variable-length batches: PackedSequence and torch.nn.utils.rnn's utilities, for NumPy.
+
+A PackedSequence stores a batch of sequences time-major, longest first: the rows of step t are
+the batch_sizes[t] sequences still running at t. GRU runs it directly, and no step touches
+padding. Semantics and field values are PyTorch's; unlike PyTorch 2.13, lengths longer than
+the time axis are refused rather than read past the data.
+"""
+import numbers
+from collections import namedtuple
+
+import numpy as np
+
+from ._checks import to_numpy
+
+__all__ = ["PackedSequence", "pack_padded_sequence", "pad_packed_sequence", "pack_sequence",
+           "pad_sequence", "unpack_sequence", "unpad_sequence"]
+
+
+class PackedSequence(namedtuple("PackedSequence",
+                                ["data", "batch_sizes", "sorted_indices", "unsorted_indices"])):
+    """A packed batch of variable-length sequences.
+
+    data             (sum(lengths), *)  the rows of step 0, then those of step 1, ...
+    batch_sizes      (L,) int64         sequences still running at each step, non-increasing
+    sorted_indices   (N,) int64 or None batch order -> packed order (longest first)
+    unsorted_indices (N,) int64 or None its inverse; derived from sorted_indices when omitted
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, data, batch_sizes=None, sorted_indices=None, unsorted_indices=None):
+        if batch_sizes is None:
+            raise TypeError("PackedSequence needs batch_sizes; build one with "
+                            "pack_padded_sequence or pack_sequence")
+        if unsorted_indices is None and sorted_indices is not None:
+            unsorted_indices = _invert_permutation(np.asarray(sorted_indices))
+        return super().__new__(cls, data, batch_sizes, sorted_indices, unsorted_indices)
+
+
+def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True):
+    """Pack a padded batch (L, N, *) ((N, L, *) if batch_first) of sequences of given lengths.
+
+    lengths: N ints in 1..L. With enforce_sorted, they must be non-increasing and the result
+    has no sorting indices; otherwise the batch is sorted longest first (stable for ties) and
+    the permutation is recorded in sorted_indices / unsorted_indices.
+    """
+    padded = _as_array(input, "input")
+    if padded.ndim < 2:
+        raise ValueError(f"pack_padded_sequence: expected input of at least 2 dimensions "
+                         f"(L, N, *), got {padded.ndim}D")
+    if batch_first:
+        padded = np.swapaxes(padded, 0, 1)
+    max_len, batch = padded.shape[:2]
+    lengths = _check_lengths(lengths, batch, max_len)
+    if enforce_sorted:
+        if np.any(np.diff(lengths) > 0):
+            raise ValueError("`lengths` array must be sorted in decreasing order when "
+                             "`enforce_sorted` is True. You can pass `enforce_sorted=False` "
+                             "to pack_padded_sequence and/or pack_sequence to sidestep this "
+                             f"requirement if you do not need ONNX exportability; got {lengths.tolist()}")
+        sorted_indices = None
+    else:
+        sorted_indices = np.argsort(-lengths, kind="stable").astype(np.int64)
+        lengths = lengths[sorted_indices]
+        padded = padded[:, sorted_indices]
+    batch_sizes = _batch_sizes(lengths)
+    data = np.concatenate([padded[t, :bs] for t, bs in enumerate(batch_sizes)], axis=0)
+    return PackedSequence(data, batch_sizes, sorted_indices)
+
+
+def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_length=None):
+    """Inverse of pack_padded_sequence: returns (padded (T, N, *) or (N, T, *), lengths (N,)).
+
+    T is total_length if given (at least the longest length), else the longest length.
+    Sequences and lengths are in the caller's (unsorted) batch order.
+    """
+    data, batch_sizes, _, unsorted = check_packed(sequence)
+    max_len = len(batch_sizes)
+    if total_length is not None:
+        if isinstance(total_length, bool) or not isinstance(total_length, numbers.Integral):
+            raise TypeError(f"total_length must be an int, got {type(total_length).__name__}")
+        if total_length < max_len:
+            raise ValueError("Expected total_length to be at least the length of the longest "
+                             f"sequence in input, but got total_length={total_length} and max "
+                             f"sequence length being {max_len}")
+        max_len = int(total_length)
+    batch = int(batch_sizes[0])
+    padded = np.full((max_len, batch) + data.shape[1:], padding_value, dtype=data.dtype)
+    start = 0
+    for t, bs in enumerate(batch_sizes):
+        padded[t, :bs] = data[start:start + bs]
+        start += bs
+    lengths = (batch_sizes[None, :] > np.arange(batch)[:, None]).sum(axis=1).astype(np.int64)
+    if unsorted is not None:
+        padded = padded[:, unsorted]
+        lengths = lengths[unsorted]
+    if batch_first:
+        padded = np.swapaxes(padded, 0, 1)
+    return np.ascontiguousarray(padded), lengths
+
+
+def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="right"):
+    """Stack sequences (L_i, *) into (max L_i, N, *) ((N, max L_i, *) if batch_first).
+
+    padding_side: 'right' pads after each sequence, 'left' before it.
+    """
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    arrays = _as_sequence_list(sequences)
+    max_len = max(a.shape[0] for a in arrays)
+    dtype = np.result_type(*arrays)
+    padded = np.full((len(arrays), max_len) + arrays[0].shape[1:], padding_value, dtype=dtype)
+    for i, a in enumerate(arrays):
+        if padding_side == "right":
+            padded[i, :a.shape[0]] = a
+        else:
+            padded[i, max_len - a.shape[0]:] = a
+    return padded if batch_first else np.ascontiguousarray(np.swapaxes(padded, 0, 1))
+
+
+def pack_sequence(sequences, enforce_sorted=True):
+    """Pack a list of sequences (L_i, *); with enforce_sorted, longest first."""
+    arrays = _as_sequence_list(sequences)
+    lengths = [a.shape[0] for a in arrays]
+    return pack_padded_sequence(pad_sequence(arrays), lengths, enforce_sorted=enforce_sorted)
+
+
+def unpack_sequence(packed_sequences):
+    """The list of sequences (L_i, *) in a PackedSequence, in the caller's batch order."""
+    padded, lengths = pad_packed_sequence(packed_sequences, batch_first=True)
+    return [padded[i, :n].copy() for i, n in enumerate(lengths)]
+
+
+def unpad_sequence(padded_sequences, lengths, batch_first=False):
+    """The list of sequences (L_i, *) in a padded batch (L, N, *) ((N, L, *) if batch_first)."""
+    padded = _as_array(padded_sequences, "padded_sequences")
+    if padded.ndim < 2:
+        raise ValueError(f"unpad_sequence: expected padded sequences of at least 2 dimensions, "
+                         f"got {padded.ndim}D")
+    if not batch_first:
+        padded = np.swapaxes(padded, 0, 1)
+    lengths = _check_lengths(lengths, padded.shape[0], padded.shape[1])
+    return [padded[i, :n].copy() for i, n in enumerate(lengths)]
+
+
+def check_packed(sequence, dtype=None):
+    """Validate a PackedSequence's fields against each other before any compiled code reads them.
+
+    Returns (data, batch_sizes (int64), sorted_indices, unsorted_indices), data converted to
+    dtype (C-contiguous) when one is given.
+    """
+    if not isinstance(sequence, PackedSequence):
+        raise TypeError(f"expected a PackedSequence, got {type(sequence).__name__}")
+    data = _as_array(sequence.data, "PackedSequence.data")
+    if data.ndim < 1:
+        raise ValueError("PackedSequence.data must have at least 1 dimension (sum(lengths), *)")
+    if dtype is not None:
+        data = np.ascontiguousarray(data, dtype=dtype)
+    batch_sizes = _int_vector(sequence.batch_sizes, "PackedSequence.batch_sizes")
+    if batch_sizes.size == 0:
+        raise ValueError("PackedSequence.batch_sizes is empty: expected one entry per timestep")
+    if np.any(batch_sizes <= 0):
+        raise ValueError(f"PackedSequence.batch_sizes must be positive, got {batch_sizes.tolist()}")
+    if np.any(np.diff(batch_sizes) > 0):
+        raise ValueError("PackedSequence.batch_sizes must be non-increasing, got "
+                         f"{batch_sizes.tolist()}")
+    if int(batch_sizes.sum()) != data.shape[0]:
+        raise ValueError(f"PackedSequence.data has {data.shape[0]} rows but batch_sizes sum to "
+                         f"{int(batch_sizes.sum())}")
+    batch = int(batch_sizes[0])
+    sorted_indices = _permutation(sequence.sorted_indices, batch, "sorted_indices")
+    unsorted_indices = _permutation(sequence.unsorted_indices, batch, "unsorted_indices")
+    if unsorted_indices is None and sorted_indices is not None:
+        unsorted_indices = _invert_permutation(sorted_indices)
+    elif sorted_indices is None and unsorted_indices is not None:
+        sorted_indices = _invert_permutation(unsorted_indices)
+    elif sorted_indices is not None and not np.array_equal(
+            sorted_indices[unsorted_indices], np.arange(batch)):
+        raise ValueError("PackedSequence.unsorted_indices must be the inverse permutation of "
+                         "sorted_indices")
+    return data, batch_sizes, sorted_indices, unsorted_indices
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _as_array(value, name):
+    if value is None or isinstance(value, (str, bytes, dict, numbers.Number)):
+        raise TypeError(f"{name} must be an array, got {type(value).__name__}")
+    array = to_numpy(value)
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must be a numeric array, got dtype {array.dtype}")
+    return array
+
+
+def _int_vector(value, name):
+    if value is None or isinstance(value, (str, bytes, dict, numbers.Number)):
+        raise TypeError(f"{name} must be a 1-D array of ints, got {type(value).__name__}")
+    array = to_numpy(value)
+    if array.dtype.kind not in "iu" and not (array.size == 0 and array.dtype.kind == "f"):
+        raise TypeError(f"{name} must be a 1-D array of ints, got dtype {array.dtype}")
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    return array.astype(np.int64)
+
+
+def _check_lengths(lengths, batch, max_len):
+    lengths = _int_vector(lengths, "lengths")
+    if lengths.shape[0] != batch:
+        raise ValueError(f"Expected `len(lengths)` to be equal to batch_size, but got "
+                         f"{lengths.shape[0]} (batch_size={batch})")
+    if np.any(lengths <= 0):
+        raise ValueError(f"lengths must be positive: a sequence of length 0 cannot be packed; "
+                         f"got {lengths.tolist()}")
+    if np.any(lengths > max_len):
+        raise ValueError(f"lengths must not exceed the time axis ({max_len}); got "
+                         f"{lengths.tolist()}")
+    return lengths
+
+
+def _batch_sizes(sorted_lengths):
+    steps = np.arange(int(sorted_lengths[0]))
+    return (sorted_lengths[None, :] > steps[:, None]).sum(axis=1).astype(np.int64)
+
+
+def _permutation(value, batch, name):
+    if value is None:
+        return None
+    indices = _int_vector(value, f"PackedSequence.{name}")
+    if indices.shape[0] != batch or not np.array_equal(np.sort(indices), np.arange(batch)):
+        raise ValueError(f"PackedSequence.{name} must be a permutation of range({batch}), "
+                         f"got {indices.tolist()}")
+    return indices
+
+
+def _invert_permutation(permutation):
+    inverse = np.empty_like(permutation, dtype=np.int64)
+    inverse[permutation] = np.arange(permutation.shape[0], dtype=np.int64)
+    return inverse
+
+
+def _as_sequence_list(sequences):
+    if isinstance(sequences, (str, bytes, dict)) or not hasattr(sequences, "__len__"):
+        raise TypeError(f"expected a list of arrays, got {type(sequences).__name__}")
+    if len(sequences) == 0:
+        raise ValueError("expected a non-empty list of sequences")
+    arrays = [_as_array(s, f"sequences[{i}]") for i, s in enumerate(sequences)]
+    for i, a in enumerate(arrays):
+        if a.ndim < 1:
+            raise ValueError(f"sequences[{i}] must have a time axis, got a 0-d array")
+        if a.shape[1:] != arrays[0].shape[1:]:
+            raise ValueError(f"all sequences must have the same trailing shape: sequences[0] "
+                             f"has {arrays[0].shape[1:]}, sequences[{i}] has {a.shape[1:]}")
+    return arrays
