@@ -203,10 +203,13 @@ class GRU(ParameterModule):
 
     def _forward_packed(self, sequence, hx):
         data, batch_sizes, sorted_indices, unsorted_indices = check_packed(sequence, self._dtype)
+        if data.ndim != 2:
+            raise ValueError(f"GRU: Expected packed data to be 2D (sum(lengths), input_size), "
+                             f"got {data.ndim}D instead")
         self._check_input(len(batch_sizes), int(batch_sizes[0]), data.shape[1])
         h0 = self._initial_state(hx, int(batch_sizes[0]), batched=True)
         if sorted_indices is not None:
-            h0 = h0[:, sorted_indices]      # the kernel works in the packed (sorted) order
+            h0 = np.ascontiguousarray(h0[:, sorted_indices])  # the kernel's (sorted) order
         rows, h_n = self._run(data, batch_sizes, h0)
         if unsorted_indices is not None:
             h_n = np.ascontiguousarray(h_n[:, unsorted_indices])

@@ -33,7 +33,11 @@ class PackedSequence(namedtuple("PackedSequence",
             raise TypeError("PackedSequence needs batch_sizes; build one with "
                             "pack_padded_sequence or pack_sequence")
         if unsorted_indices is None and sorted_indices is not None:
-            unsorted_indices = _invert_permutation(np.asarray(sorted_indices))
+            # Derived here as in PyTorch; a malformed permutation is reported when used.
+            sorted_array = np.asarray(sorted_indices)
+            if sorted_array.ndim == 1 and np.array_equal(np.sort(sorted_array),
+                                                         np.arange(sorted_array.shape[0])):
+                unsorted_indices = _invert_permutation(sorted_array)
         return super().__new__(cls, data, batch_sizes, sorted_indices, unsorted_indices)
 
 

@@ -1,0 +1,102 @@
+"""Every kind of bad input gets a clear ValueError or TypeError, and the module keeps working."""
+import numpy as np
+import pytest
+
+import cgru
+
+
+@pytest.fixture
+def gru():
+    return cgru.GRU(3, 4, 2, seed=0)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(input_size=3.0, hidden_size=4), TypeError, "input_size should be of type int"),
+    (dict(input_size="3", hidden_size=4), TypeError, "input_size"),
+    (dict(input_size=3, hidden_size=None), TypeError, "hidden_size"),
+    (dict(input_size=3, hidden_size=4, num_layers=1.5), TypeError, "num_layers"),
+    (dict(input_size=0, hidden_size=4), ValueError, "input_size must be greater than zero"),
+    (dict(input_size=3, hidden_size=-1), ValueError, "hidden_size must be greater than zero"),
+    (dict(input_size=3, hidden_size=4, num_layers=0), ValueError, "num_layers"),
+    (dict(input_size=3, hidden_size=4, dropout=1.5), ValueError, "dropout"),
+    (dict(input_size=3, hidden_size=4, dropout=-0.1), ValueError, "dropout"),
+    (dict(input_size=3, hidden_size=4, dropout="0.1"), ValueError, "dropout"),
+    (dict(input_size=3, hidden_size=4, dtype=np.int32), TypeError, "dtype"),
+    (dict(input_size=3, hidden_size=4, dtype="float16"), TypeError, "dtype"),
+    (dict(input_size=3, hidden_size=4, seed="x"), TypeError, "seed"),
+])
+def test_bad_constructor_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        cgru.GRU(**kwargs)
+
+
+def test_numpy_integers_are_integers():
+    gru = cgru.GRU(np.int64(3), np.int32(4), np.uint8(2))
+    assert (gru.input_size, gru.hidden_size, gru.num_layers) == (3, 4, 2)
+
+
+@pytest.mark.parametrize("bad", ["abc", None, {"x": 1}, 3, 2.5, True,
+                                 np.array([[["a"]]]), np.empty((2, 1, 3), dtype=object),
+                                 np.zeros((2, 1, 3), dtype=complex)])
+def test_input_that_is_not_an_array(gru, bad):
+    with pytest.raises(TypeError):
+        gru(bad)
+    assert gru(np.zeros((2, 1, 3)))[0].shape == (2, 1, 4)
+
+
+@pytest.mark.parametrize("shape,match", [
+    ((3,), "Expected input to be 2D or 3D, got 1D instead"),
+    ((2, 2, 2, 3), "Expected input to be 2D or 3D, got 4D instead"),
+    ((5, 2, 7), "input.size\\(-1\\) must be equal to input_size. Expected 3, got 7"),
+    ((5, 7), "Expected 3, got 7"),
+    ((0, 2, 3), "sequence length"),
+    ((0, 3), "sequence length"),
+    ((5, 0, 3), "batch"),
+])
+def test_bad_input_shapes(gru, shape, match):
+    with pytest.raises(ValueError, match=match):
+        gru(np.zeros(shape, dtype=np.float32))
+
+
+@pytest.mark.parametrize("x_shape,hx_shape,match", [
+    ((5, 2, 3), (2, 3, 4), r"Expected hidden size \(2, 2, 4\), got \[2, 3, 4\]"),
+    ((5, 2, 3), (1, 2, 4), r"Expected hidden size \(2, 2, 4\), got \[1, 2, 4\]"),
+    ((5, 2, 3), (2, 2, 5), "Expected hidden size"),
+    ((5, 2, 3), (2, 0, 4), "Expected hidden size"),
+    ((5, 2, 3), (2, 4), "hx should also be 3-D but got 2-D"),
+    ((5, 3), (2, 1, 4), "hx should also be 2-D but got 3-D"),
+    ((5, 3), (3, 4), r"Expected hidden size \(2, 4\), got \[3, 4\]"),
+])
+def test_bad_hx_shapes(gru, x_shape, hx_shape, match):
+    with pytest.raises(ValueError, match=match):
+        gru(np.zeros(x_shape), np.zeros(hx_shape))
+    assert gru(np.zeros((2, 1, 3)))[1].shape == (2, 1, 4)
+
+
+@pytest.mark.parametrize("bad", ["abc", {"h": 1}, 0.0, np.array([["x"]])])
+def test_hx_that_is_not_an_array(gru, bad):
+    with pytest.raises(TypeError, match="hx"):
+        gru(np.zeros((2, 1, 3)), bad)
+
+
+def test_nan_input_propagates_without_crashing(gru):
+    x = np.zeros((3, 2, 3))
+    x[1, 0, 0] = np.nan
+    output, _ = gru(x)
+    assert np.isnan(output[1:, 0]).all() and not np.isnan(output[:, 1]).any()
+
+
+def test_train_needs_a_bool(gru):
+    with pytest.raises(TypeError):
+        gru.train("yes")
+
+
+def test_dropout_assignment_is_validated(gru):
+    with pytest.raises(ValueError, match="dropout"):
+        gru.dropout = 2.0
+    assert gru.dropout == 0.0
+
+
+def test_size_attributes_are_fixed(gru):
+    with pytest.raises(AttributeError):
+        gru.hidden_size = 10

@@ -1,0 +1,161 @@
+"""PackedSequence utilities and packed GRU input: semantics and bad input."""
+import numpy as np
+import pytest
+
+import cgru
+from cgru import PackedSequence
+
+
+def test_packed_sequence_fields_and_keywords():
+    packed = PackedSequence(data=np.zeros((3, 2)), batch_sizes=np.array([2, 1]),
+                            sorted_indices=np.array([1, 0]))
+    assert packed._fields == ("data", "batch_sizes", "sorted_indices", "unsorted_indices")
+    np.testing.assert_array_equal(packed.unsorted_indices, [1, 0])
+    assert PackedSequence(np.zeros((1, 1)), np.array([1])).sorted_indices is None
+
+
+def test_pack_pad_round_trip(rng):
+    lengths = [4, 1, 3, 4]
+    padded = rng.standard_normal((4, 4, 2))
+    for i, n in enumerate(lengths):
+        padded[n:, i] = 0
+    for bf in (False, True):
+        src = padded.transpose(1, 0, 2) if bf else padded
+        packed = cgru.pack_padded_sequence(src, lengths, batch_first=bf, enforce_sorted=False)
+        assert packed.batch_sizes.dtype == np.int64 and packed.sorted_indices.dtype == np.int64
+        back, back_lengths = cgru.pad_packed_sequence(packed, batch_first=bf)
+        np.testing.assert_array_equal(back, src)
+        np.testing.assert_array_equal(back_lengths, lengths)
+    seqs = cgru.unpack_sequence(cgru.pack_padded_sequence(padded, lengths, enforce_sorted=False))
+    assert [len(s) for s in seqs] == lengths
+    for s, u in zip(seqs, cgru.unpad_sequence(padded, lengths)):
+        np.testing.assert_array_equal(s, u)
+
+
+def test_total_length_pads_further():
+    packed = cgru.pack_sequence([np.ones((3, 1)), np.ones((2, 1))])
+    padded, lengths = cgru.pad_packed_sequence(packed, total_length=6, padding_value=-1)
+    assert padded.shape == (6, 2, 1)
+    assert np.all(padded[3:] == -1) and padded[2, 1, 0] == -1
+
+
+def test_packed_gru_h_n_in_callers_order(rng):
+    gru = cgru.GRU(2, 3, seed=0, dtype=np.float64)
+    seqs = [rng.standard_normal((n, 2)) for n in (2, 5, 3)]
+    _, h_n = gru(cgru.pack_sequence(seqs, enforce_sorted=False))
+    for i, s in enumerate(seqs):
+        np.testing.assert_allclose(h_n[:, i], gru(s)[1], atol=1e-12)
+
+
+def test_packed_gru_is_faster_path_semantically_same_as_each_sequence(rng):
+    gru = cgru.GRU(2, 3, 2, bidirectional=True, seed=0, dtype=np.float64)
+    seqs = [rng.standard_normal((n, 2)) for n in (4, 1, 6)]
+    output, _ = gru(cgru.pack_sequence(seqs, enforce_sorted=False))
+    for s, out in zip(seqs, cgru.unpack_sequence(output)):
+        np.testing.assert_allclose(out, gru(s)[0], atol=1e-12)
+
+
+@pytest.mark.parametrize("lengths,match", [
+    ([0, 2], "positive"),
+    ([-1, 2], "positive"),
+    ([5, 2], "must not exceed the time axis"),
+    ([2, 3], "sorted in decreasing order"),
+    ([2], "batch_size"),
+    ([[2, 1]], "1-D"),
+])
+def test_bad_lengths(lengths, match):
+    with pytest.raises(ValueError, match=match):
+        cgru.pack_padded_sequence(np.zeros((3, 2, 1)), lengths)
+
+
+@pytest.mark.parametrize("lengths", [[2.0, 1.0], "21", None, 3])
+def test_lengths_not_ints(lengths):
+    with pytest.raises(TypeError):
+        cgru.pack_padded_sequence(np.zeros((3, 2, 1)), lengths)
+
+
+def test_bad_sequence_lists():
+    with pytest.raises(ValueError, match="non-empty"):
+        cgru.pack_sequence([])
+    with pytest.raises(ValueError, match="non-empty"):
+        cgru.pad_sequence([])
+    with pytest.raises(ValueError, match="trailing shape"):
+        cgru.pad_sequence([np.zeros((2, 3)), np.zeros((2, 4))])
+    with pytest.raises(ValueError, match="positive"):
+        cgru.pack_sequence([np.zeros((2, 3)), np.zeros((0, 3))])
+    with pytest.raises(TypeError):
+        cgru.pack_sequence("abc")
+    with pytest.raises(TypeError):
+        cgru.pad_sequence([np.zeros(2), "x"])
+    with pytest.raises(ValueError, match="padding_side"):
+        cgru.pad_sequence([np.zeros(2)], padding_side="middle")
+
+
+def test_total_length_too_small():
+    packed = cgru.pack_sequence([np.ones((3, 1)), np.ones((2, 1))])
+    with pytest.raises(ValueError, match="total_length=2"):
+        cgru.pad_packed_sequence(packed, total_length=2)
+    with pytest.raises(TypeError):
+        cgru.pad_packed_sequence(packed, total_length=2.5)
+
+
+def test_not_a_packed_sequence():
+    with pytest.raises(TypeError, match="PackedSequence"):
+        cgru.pad_packed_sequence((np.zeros((3, 1)), np.array([2, 1])))
+    with pytest.raises(TypeError, match="PackedSequence"):
+        cgru.unpack_sequence(np.zeros((3, 1)))
+
+
+def _packed(data_rows=6, batch_sizes=(3, 2, 1), sorted_indices=None, unsorted_indices=None):
+    return PackedSequence(np.ones((data_rows, 3), dtype=np.float32), np.asarray(batch_sizes),
+                          None if sorted_indices is None else np.asarray(sorted_indices),
+                          None if unsorted_indices is None else np.asarray(unsorted_indices))
+
+
+@pytest.mark.parametrize("packed,match", [
+    (_packed(data_rows=7), "rows but batch_sizes sum to 6"),
+    (_packed(data_rows=5), "rows but batch_sizes sum to 6"),
+    (_packed(batch_sizes=(1, 2, 3)), "non-increasing"),
+    (_packed(batch_sizes=(3, 3, 0)), "positive"),
+    (_packed(batch_sizes=(4, -1, 3)), "positive"),
+    (_packed(data_rows=0, batch_sizes=()), "empty"),
+    (_packed(sorted_indices=[0, 1, 5]), "permutation"),
+    (_packed(sorted_indices=[0, 1]), "permutation"),
+    (_packed(sorted_indices=[0, 0, 1]), "permutation"),
+    (_packed(sorted_indices=[-1, 0, 1]), "permutation"),
+    (_packed(sorted_indices=[2, 0, 1], unsorted_indices=[2, 0, 1]), "inverse"),
+    (_packed(unsorted_indices=[0, 1, 9]), "permutation"),
+])
+def test_malformed_packed_sequences(packed, match):
+    gru = cgru.GRU(3, 4, bidirectional=True, seed=0)
+    with pytest.raises(ValueError, match=match):
+        gru(packed)
+    with pytest.raises(ValueError, match=match):
+        cgru.pad_packed_sequence(packed)
+    assert gru(_packed())[0].data.shape == (6, 8)   # the module keeps working
+
+
+def test_malformed_packed_field_types():
+    gru = cgru.GRU(3, 4, seed=0)
+    with pytest.raises(TypeError):
+        gru(PackedSequence(np.ones((3, 3)), np.array([2.0, 1.0])))
+    with pytest.raises(TypeError):
+        gru(PackedSequence("data", np.array([2, 1])))
+    with pytest.raises(ValueError, match="2D"):
+        gru(PackedSequence(np.ones(3), np.array([2, 1])))
+    with pytest.raises(ValueError, match="input_size"):
+        gru(PackedSequence(np.ones((3, 5)), np.array([2, 1])))
+
+
+def test_packed_hx_of_wrong_batch():
+    gru = cgru.GRU(3, 4, seed=0)
+    with pytest.raises(ValueError, match="Expected hidden size"):
+        gru(_packed(), np.zeros((1, 2, 4)))
+
+
+def test_hand_built_packed_sequence_runs(rng):
+    gru = cgru.GRU(3, 4, seed=0, dtype=np.float64)
+    padded = rng.standard_normal((3, 3, 3))
+    ref = cgru.pack_padded_sequence(padded, [3, 2, 1])
+    hand = PackedSequence(ref.data.tolist(), [3, 2, 1])
+    np.testing.assert_array_equal(gru(hand)[0].data, gru(ref)[0].data)
