@@ -1,4 +1,13 @@
 """cgru: a PyTorch-exact GRU for CPUs, in Cython + OpenMP, NumPy in and NumPy out."""
+try:
+    from . import _gru  # noqa: F401  (the compiled engine)
+except ImportError as error:  # pragma: no cover - depends on how cgru was imported
+    raise ImportError(
+        f"cgru's compiled extension could not be imported ({error}). If you are running from "
+        "the cgru source folder, Python found the uncompiled sources: install with "
+        "`pip install .` and run from another folder, or build in place with "
+        "`python setup.py build_ext --inplace`.") from None
+
 from ._config import show_config
 from ._threads import get_num_threads, set_num_threads, use_threads
 from ._version import __version__
