@@ -74,7 +74,9 @@ class BuildExtWithOpenMP(build_ext):
                 if _flag("CGRU_REQUIRE_OPENMP"):
                     raise RuntimeError(msg + " (CGRU_REQUIRE_OPENMP is set)")
                 warnings.warn(msg)
-        optimise = ["/O2"] if ctype == "msvc" else ["-O3"]
+        # -fno-trapping-math lets GCC if-convert the branch-free clamps in pyx/_gatemath.pxd,
+        # so the gate loop vectorizes (the kernels never rely on floating-point exceptions).
+        optimise = ["/O2"] if ctype == "msvc" else ["-O3", "-fno-trapping-math"]
         for ext in self.extensions:
             ext.extra_compile_args = optimise + (cflags if use_openmp else [])
             ext.extra_link_args = lflags if use_openmp else []

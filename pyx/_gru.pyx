@@ -26,12 +26,13 @@
 
 from cython cimport floating
 from cython.parallel cimport parallel
-from libc.math cimport exp, expf, tanh, tanhf
 from libc.stdint cimport int64_t
+from libc.string cimport memcpy
 
 import numpy as np
 
 from _blas cimport gemm_nn
+from _gatemath cimport cgru_gate_block_d, cgru_gate_block_f
 from _openmp cimport CGRU_OPENMP, cgru_barrier, omp_get_num_threads, omp_get_thread_num
 
 UNIT_BLOCK = 16          # hidden units per gate-column block; must match cgru/_layout.py
@@ -41,20 +42,6 @@ cdef int _UNIT_BLOCK = 16
 cdef int _MIN_ROWS_PER_THREAD = 8
 
 OPENMP_ENABLED = bool(CGRU_OPENMP)
-
-
-cdef inline floating _sigmoid(floating x) noexcept nogil:
-    if floating is float:
-        return 1.0 / (1.0 + expf(-x))
-    else:
-        return 1.0 / (1.0 + exp(-x))
-
-
-cdef inline floating _tanh(floating x) noexcept nogil:
-    if floating is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
 
 
 cdef inline void _split(int n, int parts, int part, int *start, int *stop) noexcept nogil:
@@ -75,32 +62,28 @@ cdef void _gates(int b0, int b1, int k0, int k1, int hidden,
     out__r:  this step's output rows, row b at out__r + b * ld_out.
     """
     cdef int g3 = 3 * hidden
-    cdef int b, k, j, u, u0, c
-    cdef floating r, z, n, h
-    cdef const floating *gi
-    cdef const floating *gh
-    cdef const floating *hp
-    cdef floating *hn
-    cdef floating *out
+    cdef int units_from = k0 * _UNIT_BLOCK
+    cdef int units_to = min(k1 * _UNIT_BLOCK, hidden)
+    cdef int b, k, u0, u
+    cdef int64_t gi_row, gh_row, h_row
     for b in range(b0, b1):
-        gi = gi__r3h + <int64_t> b * g3
-        gh = gh__n3h + <int64_t> b * g3
-        hp = h_prev__nh + <int64_t> b * hidden
-        hn = h_next__nh + <int64_t> b * hidden
-        out = out__r + <int64_t> b * ld_out
+        gi_row = <int64_t> b * g3
+        gh_row = <int64_t> b * g3
+        h_row = <int64_t> b * hidden
         for k in range(k0, k1):
             u0 = k * _UNIT_BLOCK
             u = min(_UNIT_BLOCK, hidden - u0)
-            c = 3 * u0           # every block before this one is full
-            for j in range(u):
-                r = _sigmoid(gi[c + j] + bias_gi__3h[c + j] + gh[c + j])
-                z = _sigmoid(gi[c + u + j] + bias_gi__3h[c + u + j] + gh[c + u + j])
-                n = _tanh(gi[c + 2 * u + j] + bias_gi__3h[c + 2 * u + j]
-                          + r * (gh[c + 2 * u + j] + bias_hn__h[u0 + j]))
-                # h' = (1 - z) * n + z * h, written as ATen's CPU cell writes it
-                h = n + z * (hp[u0 + j] - n)
-                hn[u0 + j] = h
-                out[u0 + j] = h
+            # a block's columns start at 3 * u0: every block before it is full
+            if floating is float:
+                cgru_gate_block_f(u, gi__r3h + gi_row + 3 * u0, gh__n3h + gh_row + 3 * u0,
+                                  bias_gi__3h + 3 * u0, bias_hn__h + u0,
+                                  h_prev__nh + h_row + u0, h_next__nh + h_row + u0)
+            else:
+                cgru_gate_block_d(u, gi__r3h + gi_row + 3 * u0, gh__n3h + gh_row + 3 * u0,
+                                  bias_gi__3h + 3 * u0, bias_hn__h + u0,
+                                  h_prev__nh + h_row + u0, h_next__nh + h_row + u0)
+        memcpy(out__r + <int64_t> b * ld_out + units_from, h_next__nh + h_row + units_from,
+               (units_to - units_from) * sizeof(floating))
 
 
 cdef void _worker(int tid, int n_threads, int n_dirs, int n_steps, int steps_per_block,
