@@ -1,6 +1,6 @@
 """cgru: a PyTorch-exact GRU for CPUs, in Cython + OpenMP, NumPy in and NumPy out."""
 try:
-    from . import _gru  # noqa: F401  (the compiled engine)
+    from . import _engine  # noqa: F401  (loads the compiled kernel)
 except ImportError as error:  # pragma: no cover - depends on how cgru was imported
     raise ImportError(
         f"cgru's compiled extension could not be imported ({error}). If you are running from "

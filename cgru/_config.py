@@ -1,7 +1,7 @@
 """Build and runtime configuration, for bug reports and `cgru info`."""
 import sys
 
-from . import _gru
+from ._engine import available_isas, kernel
 from ._blas_threads import describe_blas
 from ._threads import get_num_threads
 from ._version import __version__
@@ -11,8 +11,10 @@ def config():
     """The configuration as a dict: version, OpenMP, threads, BLAS."""
     return {
         "version": __version__,
-        "openmp": _gru.OPENMP_ENABLED,
-        "threads": get_num_threads() if _gru.OPENMP_ENABLED else 1,
+        "openmp": kernel.OPENMP_ENABLED,
+        "threads": get_num_threads() if kernel.OPENMP_ENABLED else 1,
+        "kernel": kernel.__name__.rsplit("_", 1)[-1],
+        "kernels_available": available_isas(),
         "blas": describe_blas(),
         "python": sys.version.split()[0],
     }
@@ -24,6 +26,7 @@ def show_config(file=None):
     lines = [f"cgru {info['version']}",
              f"  OpenMP:  {'compiled in' if info['openmp'] else 'not available (serial build)'}",
              f"  threads: {info['threads']}",
+             f"  kernel:  {info['kernel']} (this CPU can run: {', '.join(info['kernels_available'])})",
              f"  BLAS:    {info['blas']}",
              f"  Python:  {info['python']}"]
     print("\n".join(lines), file=file or sys.stdout)

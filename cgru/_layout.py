@@ -7,7 +7,10 @@ contiguous range of columns (one GEMM call per step, gates of a unit close toget
 """
 import numpy as np
 
-from ._gru import UNIT_BLOCK
+from ._engine import kernel
+
+UNIT_BLOCK = kernel.UNIT_BLOCK
+PANEL_WIDTH = kernel.PANEL_WIDTH
 
 
 def gate_column_order(hidden_size):
@@ -20,19 +23,35 @@ def gate_column_order(hidden_size):
     return np.concatenate(order)
 
 
+def recurrent_panels(weight_hh):
+    """W_hh (3H, H) as K = ceil(H / 16) panels (K, H, 48): panel k holds the r, z and n rows of
+    hidden units 16k .. 16k+15, transposed, each gate padded with zeros to 16 columns."""
+    h = weight_hh.shape[1]
+    n_blocks = -(-h // UNIT_BLOCK)
+    panels = np.zeros((n_blocks, h, PANEL_WIDTH), dtype=weight_hh.dtype)
+    for k in range(n_blocks):
+        units = np.arange(k * UNIT_BLOCK, min((k + 1) * UNIT_BLOCK, h))
+        for gate in range(3):
+            columns = gate * UNIT_BLOCK + np.arange(len(units))
+            panels[k][:, columns] = weight_hh[gate * h + units].T
+    return panels
+
+
 def pack_layer(directions, hidden_size, dtype):
     """Stack the directions of one layer in the kernel's layout.
 
     directions: one (w_ih (3H, I), w_hh (3H, H), b_ih (3H,) or None, b_hh (3H,) or None) per
-    direction. Returns (w_ih (D, I, 3H), w_hh (D, H, 3H), bias_gi (D, 3H), bias_hn (D, H)), where
-    bias_gi = b_ih + b_hh for the r and z gates and b_in for n (b_hn must stay inside r * (...)).
+    direction. Returns (w_ih (D, I, 3H), w_hh (D, H, 3H), w_hh_panels (D, K, H, 48),
+    bias_gi (D, 3H), bias_hn (D, H)), where bias_gi = b_ih + b_hh for the r and z gates and b_in
+    for n (b_hn must stay inside r * (...)).
     """
     order = gate_column_order(hidden_size)
     h = hidden_size
-    w_ih, w_hh, bias_gi, bias_hn = [], [], [], []
+    w_ih, w_hh, panels, bias_gi, bias_hn = [], [], [], [], []
     for weight_ih, weight_hh, b_ih, b_hh in directions:
         w_ih.append(weight_ih[order].T)
         w_hh.append(weight_hh[order].T)
+        panels.append(recurrent_panels(weight_hh))
         if b_ih is None:
             b_ih = np.zeros(3 * h, dtype=dtype)
             b_hh = np.zeros(3 * h, dtype=dtype)
@@ -41,4 +60,4 @@ def pack_layer(directions, hidden_size, dtype):
         bias_gi.append(combined[order])
         bias_hn.append(b_hh[2 * h:])
     return tuple(np.ascontiguousarray(np.stack(parts), dtype=dtype)
-                 for parts in (w_ih, w_hh, bias_gi, bias_hn))
+                 for parts in (w_ih, w_hh, panels, bias_gi, bias_hn))

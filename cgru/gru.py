@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 
-from . import _gru
+from ._engine import kernel
 from ._checks import as_float_array, check_dropout, check_dtype, check_rng, check_size
 from ._layout import pack_layer
 from ._module import ParameterModule
@@ -14,6 +14,9 @@ from .packing import PackedSequence, check_packed
 # The input projection of a layer is computed for a block of timesteps at a time, so the
 # workspace stays bounded however long the sequence: about this many bytes per direction.
 _PROJECTION_WORKSPACE_BYTES = 4 << 20
+# Tiles of at most this many rows multiply by the register-blocked W_hh panels; larger ones by
+# a BLAS GEMM (see benchmarks/ for the sweep behind the number).
+PANEL_MAX_ROWS = 16
 
 
 class GRU(ParameterModule):
@@ -255,8 +258,9 @@ class GRU(ParameterModule):
         with blas_single_threaded():
             for layer in range(self._num_layers):
                 out = np.empty((x.shape[0], d * h), dtype=self._dtype)
-                _gru.gru_layer(x, *self._packed[layer], batch_sizes,
-                               h_n[layer * d:(layer + 1) * d], out, n_threads, steps_per_block)
+                kernel.gru_layer(x, *self._packed[layer], batch_sizes,
+                               h_n[layer * d:(layer + 1) * d], out, n_threads, steps_per_block,
+                               PANEL_MAX_ROWS)
                 if apply_dropout and layer < self._num_layers - 1:
                     out = self._dropout_rows(out)
                 x = out

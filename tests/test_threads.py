@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import cgru
-from cgru import _gru
+from cgru._engine import kernel
 from cgru._blas_threads import _controller
 
 
@@ -14,7 +14,7 @@ def test_openmp_compiled_in():
     # The build machine's compiler has OpenMP: a serial build here would be a packaging bug.
     if os.environ.get("CGRU_NO_OPENMP"):
         pytest.skip("serial build requested")
-    assert _gru.OPENMP_ENABLED is True
+    assert kernel.OPENMP_ENABLED is True
 
 
 def test_set_num_threads_and_context_manager():

@@ -1,0 +1,304 @@
+# Design:
+# One call of `gru_layer` runs one GRU layer, both directions, over a whole batch of sequences.
+#
+# Sequences arrive as time-major packed rows, PyTorch's PackedSequence layout: the rows of step t
+# are x[offsets[t] : offsets[t] + batch_sizes[t]], and batch sizes never grow with t. A padded
+# (L, N, I) batch is the special case batch_sizes = [N] * L. So the active rows of step t are always
+# rows 0 .. batch_sizes[t]-1 of the hidden state, and ended sequences cost nothing.
+#
+# Three levels:
+#   gru_layer (def)     unpacks memoryviews, allocates the workspace, releases the GIL once and
+#                       opens one OpenMP parallel region for the whole sequence.
+#   _worker (nogil)     one thread's schedule: per block of steps, its share of the input-projection
+#                       GEMM; per step, its tile of the step; one barrier per step.
+#   _tile_step (nogil)  one step of one direction on one tile (rows x blocks of hidden units): the
+#                       recurrent products, then the fused gate pass (pyx/_inner.pxd).
+#
+# Weights arrive pre-laid-out by cgru/_layout.py, once per parameter change:
+#   * transposed, (K, 3H), so both products are plain row-major NN GEMMs (OpenBLAS's transposed
+#     path is slow for small matrices), with gate columns grouped by blocks of UNIT_BLOCK hidden
+#     units, [r | z | n] within each block: a thread owning a range of hidden units owns one
+#     contiguous range of columns;
+#   * W_hh also as one (H, 48) panel per block of units, for the register-blocked product of
+#     small tiles: BLAS re-packs its operand on every call, which dominates at small batch.
+#
+# Threads: with two directions and two or more threads, the directions run on separate teams
+# (thread id modulo 2) in lock-step. Within a direction, a team splits the active rows when there
+# are enough of them, and the hidden-unit blocks otherwise (small batches: each thread then keeps
+# its slice of W_hh in its own cache). The hidden state is double-buffered so that one barrier per
+# step separates reading h(t-1) from writing h(t).
+
+from cython cimport floating
+from cython.parallel cimport parallel
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy
+
+import numpy as np
+
+from _blas cimport gemm_nn
+from _inner cimport (CGRU_PANEL_ROWS, cgru_gate_block_d, cgru_gate_block_f,
+                     cgru_panel_product_d, cgru_panel_product_f)
+from _openmp cimport CGRU_OPENMP, cgru_barrier, omp_get_num_threads, omp_get_thread_num
+
+UNIT_BLOCK = 16          # hidden units per gate-column block; cgru/_layout.py reads it here
+PANEL_WIDTH = 48         # columns of a W_hh panel: r, z, n of one block, zero padded
+OPENMP_ENABLED = bool(CGRU_OPENMP)
+PANEL_ROWS = CGRU_PANEL_ROWS
+
+cdef enum:
+    _UB = 16
+    _PANEL = 48
+
+
+cdef struct Shape:
+    int n_dirs, n_steps, steps_per_block, input_size, hidden, batch, n_blocks
+    int64_t gi_rows          # rows of the input-projection workspace per direction
+    int panel_max_rows       # tiles of at most this many rows use the W_hh panels, others BLAS
+
+
+cdef inline void _split(int n, int parts, int part, int *start, int *stop) noexcept nogil:
+    """Contiguous share `part` of range(n) cut into `parts` near-equal pieces."""
+    start[0] = <int> ((<int64_t> n * part) // parts)
+    stop[0] = <int> ((<int64_t> n * (part + 1)) // parts)
+
+
+cdef inline void _gate_block(int u, const floating *gi, int si, const floating *gh, int sh,
+                             const floating *bias_gi, const floating *bias_hn,
+                             const floating *h_prev, floating *h_next) noexcept nogil:
+    if floating is float:
+        cgru_gate_block_f(u, gi, si, gh, sh, bias_gi, bias_hn, h_prev, h_next)
+    else:
+        cgru_gate_block_d(u, gi, si, gh, sh, bias_gi, bias_hn, h_prev, h_next)
+
+
+cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
+                     const floating *gi__n3h, const floating *w_hh__h3h,
+                     const floating *panels__kh48, const floating *bias_gi__3h,
+                     const floating *bias_hn__h, const floating *h_prev__nh,
+                     floating *h_next__nh, floating *gh__n3h, floating *acc__r48,
+                     floating *out__n, int ld_out) noexcept nogil:
+    """Rows b0..b1, unit blocks k0..k1 of one step of one direction.
+
+    gi__n3h:  this step's input projections (bias not added), row b at gi__n3h + b * 3H.
+    gh__n3h:  workspace for the BLAS path's recurrent products, same layout.
+    acc__r48: this thread's PANEL_ROWS x 48 accumulators for the panel path.
+    out__n:   this step's output rows, row b at out__n + b * ld_out.
+    """
+    cdef int hidden = shape.hidden
+    cdef int g3 = 3 * hidden
+    cdef int units_from = k0 * _UB
+    cdef int units_to = min(k1 * _UB, hidden)
+    cdef int b, k, m, u0, u, rows, c0, c1
+    cdef const floating *panel
+
+    if b1 - b0 <= shape.panel_max_rows:
+        # Small tile: register-blocked products against each W_hh panel, gates straight after,
+        # while the products are still in cache.
+        for k in range(k0, k1):
+            u0 = k * _UB
+            u = min(_UB, hidden - u0)
+            panel = panels__kh48 + <int64_t> k * hidden * _PANEL
+            b = b0
+            while b < b1:
+                rows = min(CGRU_PANEL_ROWS, b1 - b)
+                if floating is float:
+                    cgru_panel_product_f(rows, hidden, h_prev__nh + <int64_t> b * hidden, hidden,
+                                         panel, acc__r48)
+                else:
+                    cgru_panel_product_d(rows, hidden, h_prev__nh + <int64_t> b * hidden, hidden,
+                                         panel, acc__r48)
+                for m in range(rows):
+                    _gate_block(u, gi__n3h + <int64_t> (b + m) * g3 + 3 * u0, u,
+                                acc__r48 + m * _PANEL, _UB, bias_gi__3h + 3 * u0,
+                                bias_hn__h + u0, h_prev__nh + <int64_t> (b + m) * hidden + u0,
+                                h_next__nh + <int64_t> (b + m) * hidden + u0)
+                b += rows
+    else:
+        # Large tile: one BLAS GEMM for the tile's columns, then the gate pass.
+        c0 = 3 * units_from              # a block's columns start at 3 * u0: earlier blocks are full
+        c1 = 3 * units_to
+        gemm_nn(b1 - b0, c1 - c0, hidden, h_prev__nh + <int64_t> b0 * hidden, hidden,
+                w_hh__h3h + c0, g3, 0.0, gh__n3h + <int64_t> b0 * g3 + c0, g3)
+        for b in range(b0, b1):
+            for k in range(k0, k1):
+                u0 = k * _UB
+                u = min(_UB, hidden - u0)
+                _gate_block(u, gi__n3h + <int64_t> b * g3 + 3 * u0, u,
+                            gh__n3h + <int64_t> b * g3 + 3 * u0, u, bias_gi__3h + 3 * u0,
+                            bias_hn__h + u0, h_prev__nh + <int64_t> b * hidden + u0,
+                            h_next__nh + <int64_t> b * hidden + u0)
+    for b in range(b0, b1):
+        memcpy(out__n + <int64_t> b * ld_out + units_from,
+               h_next__nh + <int64_t> b * hidden + units_from,
+               (units_to - units_from) * sizeof(floating))
+
+
+cdef void _worker(const Shape *shape, int tid, int n_threads,
+                  const int64_t *batch_sizes, const int64_t *offsets,
+                  const floating *x__ri, floating *out__r2h,
+                  const floating *w_ih__di3h, const floating *w_hh__dh3h,
+                  const floating *panels__dkh48,
+                  const floating *bias_gi__d3h, const floating *bias_hn__dh,
+                  floating *gi__dr3h, floating *gh__dn3h, floating *h__d2nh,
+                  floating *acc__tr48) noexcept nogil:
+    """The whole schedule of thread `tid` of `n_threads` for one layer."""
+    cdef int n_dirs = shape.n_dirs
+    cdef int n_steps = shape.n_steps
+    cdef int hidden = shape.hidden
+    cdef int batch = shape.batch
+    cdef int g3 = 3 * hidden
+    cdef int ld_out = n_dirs * hidden
+    cdef int d_first, d_last, team, team_size, d
+    cdef int s0, s1, s, t, r0, r1, bs, b0, b1, k0, k1
+    cdef int64_t block_start
+    cdef floating *h_prev
+    cdef floating *h_next
+
+    if n_threads >= n_dirs:
+        # one team per direction, lock-step; team d is the threads with tid % n_dirs == d
+        d_first = tid % n_dirs
+        d_last = d_first + 1
+        team = tid // n_dirs
+        team_size = (n_threads - d_first + n_dirs - 1) // n_dirs
+    else:
+        # a single thread runs both directions in turn
+        d_first = 0
+        d_last = n_dirs
+        team = tid
+        team_size = n_threads
+
+    s0 = 0
+    while s0 < n_steps:
+        s1 = min(s0 + shape.steps_per_block, n_steps)
+        # Input projections of this block of steps: one GEMM over its rows, split across the
+        # team. The reverse direction takes its blocks from the end of the sequence.
+        for d in range(d_first, d_last):
+            block_start = offsets[s0] if d == 0 else offsets[n_steps - s1]
+            _split(<int> ((offsets[s1] if d == 0 else offsets[n_steps - s0]) - block_start),
+                   team_size, team, &r0, &r1)
+            if r1 > r0:
+                gemm_nn(r1 - r0, g3, shape.input_size,
+                        x__ri + (block_start + r0) * shape.input_size, shape.input_size,
+                        w_ih__di3h + <int64_t> d * shape.input_size * g3, g3,
+                        0.0, gi__dr3h + (d * shape.gi_rows + r0) * g3, g3)
+        cgru_barrier()
+
+        for s in range(s0, s1):
+            for d in range(d_first, d_last):
+                t = s if d == 0 else n_steps - 1 - s
+                bs = <int> batch_sizes[t]
+                if bs <= shape.panel_max_rows and shape.n_blocks >= team_size:
+                    b0 = 0                      # few rows: split the units, each thread's
+                    b1 = bs                     # W_hh panels stay in its own cache
+                    _split(shape.n_blocks, team_size, team, &k0, &k1)
+                else:
+                    _split(bs, team_size, team, &b0, &b1)
+                    k0 = 0
+                    k1 = shape.n_blocks
+                if b1 <= b0 or k1 <= k0:
+                    continue
+                block_start = offsets[s0] if d == 0 else offsets[n_steps - s1]
+                h_prev = h__d2nh + (<int64_t> (2 * d + s % 2) * batch) * hidden
+                h_next = h__d2nh + (<int64_t> (2 * d + (s + 1) % 2) * batch) * hidden
+                _tile_step(shape, b0, b1, k0, k1,
+                           gi__dr3h + (d * shape.gi_rows + offsets[t] - block_start) * g3,
+                           w_hh__dh3h + <int64_t> d * hidden * g3,
+                           panels__dkh48 + <int64_t> d * shape.n_blocks * hidden * _PANEL,
+                           bias_gi__d3h + <int64_t> d * g3, bias_hn__dh + <int64_t> d * hidden,
+                           h_prev, h_next, gh__dn3h + <int64_t> d * batch * g3,
+                           acc__tr48 + tid * CGRU_PANEL_ROWS * _PANEL,
+                           out__r2h + offsets[t] * ld_out + d * hidden, ld_out)
+            cgru_barrier()
+        s0 = s1
+
+
+cdef void _gather_final_states(const Shape *shape, const int64_t *batch_sizes,
+                               const int64_t *offsets, const floating *out__r2h,
+                               floating *h__dnh) noexcept nogil:
+    """h_n from the output rows: a forward sequence ends at its own last step, a reverse one at 0."""
+    cdef int hidden = shape.hidden
+    cdef int ld_out = shape.n_dirs * hidden
+    cdef int d, t, b, ended_from
+    for d in range(shape.n_dirs):
+        for t in range(shape.n_steps if d == 0 else 1):
+            # forward: rows bs[t+1] .. bs[t]-1 are active at t and not after; reverse: all at t=0
+            ended_from = (<int> batch_sizes[t + 1]
+                          if (d == 0 and t + 1 < shape.n_steps) else 0)
+            for b in range(ended_from, <int> batch_sizes[t]):
+                memcpy(h__dnh + (<int64_t> d * shape.batch + b) * hidden,
+                       out__r2h + (offsets[t] + b) * ld_out + d * hidden,
+                       hidden * sizeof(floating))
+
+
+def gru_layer(const floating[:, ::1] x,
+              const floating[:, :, ::1] w_ih,
+              const floating[:, :, ::1] w_hh,
+              const floating[:, :, :, ::1] w_hh_panels,
+              const floating[:, ::1] bias_gi,
+              const floating[:, ::1] bias_hn,
+              const int64_t[::1] batch_sizes,
+              floating[:, :, ::1] h,
+              floating[:, ::1] out,
+              int n_threads,
+              int steps_per_block,
+              int panel_max_rows):
+    """Run one GRU layer, all its directions, over packed time-major rows.
+
+    Shapes, where R = sum(batch_sizes), L = len(batch_sizes), N = batch_sizes[0], D directions,
+    I input features, H hidden units, K = ceil(H / 16), weights laid out by cgru/_layout.py:
+        x           (R, I)         rows of step t follow those of step t-1
+        w_ih        (D, I, 3H)     transposed, gate columns in unit blocks
+        w_hh        (D, H, 3H)     likewise
+        w_hh_panels (D, K, H, 48)  w_hh again, one zero-padded r|z|n panel per unit block
+        bias_gi     (D, 3H)        b_ih + b_hh for r and z, b_in for n, same column order
+        bias_hn     (D, H)         b_hn, added inside r * (...)
+        batch_sizes (L,)           non-increasing, >= 1; the caller has checked this
+        h           (D, N, H)      in: h_0; out: each sequence's state after its last step
+        out         (R, D*H)       written: every row's new hidden state, directions side by side
+    steps_per_block bounds the input-projection workspace to about steps_per_block * N rows;
+    tiles of at most panel_max_rows rows use the panels, larger ones BLAS.
+    Nothing is checked here: cgru/gru.py validates every argument before calling.
+    """
+    cdef Shape shape
+    shape.n_steps = batch_sizes.shape[0]
+    shape.n_dirs = w_ih.shape[0]
+    shape.input_size = x.shape[1]
+    shape.hidden = h.shape[2]
+    shape.batch = h.shape[1]
+    shape.n_blocks = w_hh_panels.shape[1]
+    shape.panel_max_rows = max(1, panel_max_rows)
+    shape.steps_per_block = max(1, min(steps_per_block, shape.n_steps))
+    cdef int n_steps = shape.n_steps
+    cdef int spb = shape.steps_per_block
+    cdef int t
+    cdef int64_t[::1] offsets = np.zeros(n_steps + 1, dtype=np.int64)
+    for t in range(n_steps):
+        offsets[t + 1] = offsets[t] + batch_sizes[t]
+    shape.gi_rows = 0
+    for t in range(0, n_steps, spb):       # forward blocks, and the reverse ones from the end
+        shape.gi_rows = max(shape.gi_rows, offsets[min(t + spb, n_steps)] - offsets[t],
+                            offsets[n_steps - t] - offsets[max(n_steps - t - spb, 0)])
+
+    n_threads = max(1, min(n_threads, shape.n_dirs * max(shape.batch, shape.n_blocks)))
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[:, :, ::1] gi = np.empty((shape.n_dirs, shape.gi_rows, 3 * shape.hidden), dtype)
+    cdef floating[:, :, ::1] gh = np.empty((shape.n_dirs, shape.batch, 3 * shape.hidden), dtype)
+    cdef floating[:, ::1] acc = np.empty((n_threads, CGRU_PANEL_ROWS * _PANEL), dtype)
+    cdef floating[:, :, :, ::1] h2 = np.empty((shape.n_dirs, 2, shape.batch, shape.hidden), dtype)
+    h2[:, 0] = h
+    h2[:, 1] = h   # a reverse sequence that joins late starts from h_0 in either buffer
+
+    with nogil:
+        if n_threads == 1:
+            _worker(&shape, 0, 1, &batch_sizes[0], &offsets[0], &x[0, 0], &out[0, 0],
+                    &w_ih[0, 0, 0], &w_hh[0, 0, 0], &w_hh_panels[0, 0, 0, 0],
+                    &bias_gi[0, 0], &bias_hn[0, 0], &gi[0, 0, 0], &gh[0, 0, 0],
+                    &h2[0, 0, 0, 0], &acc[0, 0])
+        else:
+            with parallel(num_threads=n_threads):
+                _worker(&shape, omp_get_thread_num(), omp_get_num_threads(),
+                        &batch_sizes[0], &offsets[0], &x[0, 0], &out[0, 0],
+                        &w_ih[0, 0, 0], &w_hh[0, 0, 0], &w_hh_panels[0, 0, 0, 0],
+                        &bias_gi[0, 0], &bias_hn[0, 0], &gi[0, 0, 0], &gh[0, 0, 0],
+                        &h2[0, 0, 0, 0], &acc[0, 0])
+        _gather_final_states(&shape, &batch_sizes[0], &offsets[0], &out[0, 0], &h[0, 0, 0])

@@ -1,0 +1,3 @@
+# The GRU kernel compiled for one instruction set (baseline); setup.py sets the flags and
+# cgru/_engine.py picks the best module the CPU supports. The source is pyx/_gru.pxi.
+include "_gru.pxi"
