@@ -23,17 +23,17 @@ def gate_column_order(hidden_size):
     return np.concatenate(order)
 
 
-def recurrent_panels(weight_hh):
-    """W_hh (3H, H) as K = ceil(H / 16) panels (K, H, 48): panel k holds the r, z and n rows of
-    hidden units 16k .. 16k+15, transposed, each gate padded with zeros to 16 columns."""
-    h = weight_hh.shape[1]
+def weight_panels(weight):
+    """A (3H, K) weight as ceil(H / 16) panels (ceil(H / 16), K, 48): panel k holds the r, z
+    and n rows of hidden units 16k .. 16k+15, transposed, each gate padded with zeros to 16."""
+    h = weight.shape[0] // 3
     n_blocks = -(-h // UNIT_BLOCK)
-    panels = np.zeros((n_blocks, h, PANEL_WIDTH), dtype=weight_hh.dtype)
+    panels = np.zeros((n_blocks, weight.shape[1], PANEL_WIDTH), dtype=weight.dtype)
     for k in range(n_blocks):
         units = np.arange(k * UNIT_BLOCK, min((k + 1) * UNIT_BLOCK, h))
         for gate in range(3):
             columns = gate * UNIT_BLOCK + np.arange(len(units))
-            panels[k][:, columns] = weight_hh[gate * h + units].T
+            panels[k][:, columns] = weight[gate * h + units].T
     return panels
 
 
@@ -41,17 +41,18 @@ def pack_layer(directions, hidden_size, dtype):
     """Stack the directions of one layer in the kernel's layout.
 
     directions: one (w_ih (3H, I), w_hh (3H, H), b_ih (3H,) or None, b_hh (3H,) or None) per
-    direction. Returns (w_ih (D, I, 3H), w_hh (D, H, 3H), w_hh_panels (D, K, H, 48),
-    bias_gi (D, 3H), bias_hn (D, H)), where bias_gi = b_ih + b_hh for the r and z gates and b_in
+    direction. Returns the kernel's LayerWeights of (w_ih (D, I, 3H), w_ih_panels (D, K, I, 48),
+    w_hh (D, H, 3H), w_hh_panels (D, K, H, 48), bias_gi (D, 3H), bias_hn (D, H)), where bias_gi = b_ih + b_hh for the r and z gates and b_in
     for n (b_hn must stay inside r * (...)).
     """
     order = gate_column_order(hidden_size)
     h = hidden_size
-    w_ih, w_hh, panels, bias_gi, bias_hn = [], [], [], [], []
+    w_ih, ih_panels, w_hh, hh_panels, bias_gi, bias_hn = [], [], [], [], [], []
     for weight_ih, weight_hh, b_ih, b_hh in directions:
         w_ih.append(weight_ih[order].T)
+        ih_panels.append(weight_panels(weight_ih))
         w_hh.append(weight_hh[order].T)
-        panels.append(recurrent_panels(weight_hh))
+        hh_panels.append(weight_panels(weight_hh))
         if b_ih is None:
             b_ih = np.zeros(3 * h, dtype=dtype)
             b_hh = np.zeros(3 * h, dtype=dtype)
@@ -59,5 +60,5 @@ def pack_layer(directions, hidden_size, dtype):
         combined[: 2 * h] += b_hh[: 2 * h]
         bias_gi.append(combined[order])
         bias_hn.append(b_hh[2 * h:])
-    return tuple(np.ascontiguousarray(np.stack(parts), dtype=dtype)
-                 for parts in (w_ih, w_hh, panels, bias_gi, bias_hn))
+    return kernel.LayerWeights(*(np.ascontiguousarray(np.stack(parts), dtype=dtype)
+                                 for parts in (w_ih, ih_panels, w_hh, hh_panels, bias_gi, bias_hn)))

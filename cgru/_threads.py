@@ -8,6 +8,7 @@ A positive n means n threads; a negative n counts back from the usable cores (-1
 -2: all but one); 0 is an error. The kernel further clamps the count to the work available.
 """
 import contextlib
+import functools
 import numbers
 import os
 import threading
@@ -18,8 +19,9 @@ _process_threads = None  # set by set_num_threads; None means the default
 _local = threading.local()
 
 
+@functools.lru_cache(maxsize=1)
 def usable_cores():
-    """Cores this process may run on: its CPU affinity where the OS reports one."""
+    """Cores this process may run on: its CPU affinity where the OS reports one (read once)."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -4,20 +4,11 @@ import warnings
 
 import numpy as np
 
-from ._engine import kernel
 from ._checks import as_float_array, check_dropout, check_dtype, check_rng, check_size
 from ._layout import pack_layer
 from ._module import ParameterModule
-from ._threads import blas_single_threaded, get_num_threads
+from ._run import LayerStack, dense_batch_sizes
 from .packing import PackedSequence, check_packed
-
-# The input projection of a layer is computed for a block of timesteps at a time, so the
-# workspace stays bounded however long the sequence: about this many bytes per direction.
-_PROJECTION_WORKSPACE_BYTES = 4 << 20
-# Tiles of at most this many rows multiply by the register-blocked W_hh panels; larger ones by
-# a BLAS GEMM (see benchmarks/ for the sweep behind the number).
-PANEL_MAX_ROWS = 16
-
 
 class GRU(ParameterModule):
     """A multi-layer gated recurrent unit with exactly the behaviour of PyTorch's nn.GRU.
@@ -78,6 +69,8 @@ class GRU(ParameterModule):
         self.training = False
         self._rng = check_rng(seed)
         self._packed = [None] * self._num_layers
+        self._stack = LayerStack(self._input_size, self._hidden_size, self._num_layers,
+                                 self.num_directions, self._dtype)
         self._init_parameters(self._rng, 1.0 / math.sqrt(self._hidden_size))
 
     # -- configuration --------------------------------------------------------------------------
@@ -193,7 +186,7 @@ class GRU(ParameterModule):
         self._check_input(seq_len, batch, features)
         h0 = self._initial_state(hx, batch, batched)
         x = np.ascontiguousarray(x).reshape(seq_len * batch, features)
-        batch_sizes = np.full(seq_len, batch, dtype=np.int64)
+        batch_sizes = dense_batch_sizes(seq_len, batch)
 
         rows, h_n = self._run(x, batch_sizes, h0)
 
@@ -249,22 +242,9 @@ class GRU(ParameterModule):
 
     def _run(self, x, batch_sizes, h0):
         """All layers over packed rows x (R, I); returns (rows (R, D*H), h_n (D*layers, N, H))."""
-        d, h = self.num_directions, self._hidden_size
-        n_threads = get_num_threads()
-        row_bytes = 3 * h * self._dtype.itemsize * int(batch_sizes[0])
-        steps_per_block = max(1, _PROJECTION_WORKSPACE_BYTES // row_bytes)
-        h_n = h0    # already a private copy: each layer writes its final states into its slice
-        apply_dropout = self.training and self._dropout > 0
-        with blas_single_threaded():
-            for layer in range(self._num_layers):
-                out = np.empty((x.shape[0], d * h), dtype=self._dtype)
-                kernel.gru_layer(x, *self._packed[layer], batch_sizes,
-                               h_n[layer * d:(layer + 1) * d], out, n_threads, steps_per_block,
-                               PANEL_MAX_ROWS)
-                if apply_dropout and layer < self._num_layers - 1:
-                    out = self._dropout_rows(out)
-                x = out
-        return x, h_n
+        dropout = self._dropout_rows if self.training and self._dropout > 0 else None
+        rows = self._stack.run(self._packed, x, batch_sizes, h0, dropout)
+        return rows, h0     # h0 was a private copy: the kernel wrote the final states into it
 
     def _dropout_rows(self, rows):
         """Inverted dropout: zero with probability p, scale survivors by 1 / (1 - p)."""

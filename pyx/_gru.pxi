@@ -19,8 +19,9 @@
 #     path is slow for small matrices), with gate columns grouped by blocks of UNIT_BLOCK hidden
 #     units, [r | z | n] within each block: a thread owning a range of hidden units owns one
 #     contiguous range of columns;
-#   * W_hh also as one (H, 48) panel per block of units, for the register-blocked product of
-#     small tiles: BLAS re-packs its operand on every call, which dominates at small batch.
+#   * W_hh (and W_ih) also as one (H, 48) panel per block of units, for the register-blocked
+#     product of small tiles: BLAS re-packs its operand on every call, which dominates at small
+#     batch (and its call overhead dominates one-step calls).
 #
 # Threads: with two directions and two or more threads, the directions run on separate teams
 # (thread id modulo 2) in lock-step. Within a direction, a team splits the active rows when there
@@ -31,9 +32,9 @@
 from cython cimport floating
 from cython.parallel cimport parallel
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-import numpy as np
 
 from _blas cimport gemm_nn
 from _inner cimport (CGRU_PANEL_ROWS, cgru_gate_block_d, cgru_gate_block_f,
@@ -54,12 +55,21 @@ cdef struct Shape:
     int n_dirs, n_steps, steps_per_block, input_size, hidden, batch, n_blocks
     int64_t gi_rows          # rows of the input-projection workspace per direction
     int panel_max_rows       # tiles of at most this many rows use the W_hh panels, others BLAS
+    int unit_split_max_rows  # steps of at most this many rows split hidden units across a team
 
 
 cdef inline void _split(int n, int parts, int part, int *start, int *stop) noexcept nogil:
     """Contiguous share `part` of range(n) cut into `parts` near-equal pieces."""
     start[0] = <int> ((<int64_t> n * part) // parts)
     stop[0] = <int> ((<int64_t> n * (part + 1)) // parts)
+
+
+cdef inline void _panel_product(int rows, int k, const floating *h, long ldh,
+                                const floating *panel, floating *acc) noexcept nogil:
+    if floating is float:
+        cgru_panel_product_f(rows, k, h, ldh, panel, acc)
+    else:
+        cgru_panel_product_d(rows, k, h, ldh, panel, acc)
 
 
 cdef inline void _gate_block(int u, const floating *gi, int si, const floating *gh, int sh,
@@ -101,12 +111,8 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
             b = b0
             while b < b1:
                 rows = min(CGRU_PANEL_ROWS, b1 - b)
-                if floating is float:
-                    cgru_panel_product_f(rows, hidden, h_prev__nh + <int64_t> b * hidden, hidden,
-                                         panel, acc__r48)
-                else:
-                    cgru_panel_product_d(rows, hidden, h_prev__nh + <int64_t> b * hidden, hidden,
-                                         panel, acc__r48)
+                _panel_product(rows, hidden, h_prev__nh + <int64_t> b * hidden, hidden, panel,
+                               acc__r48)
                 for m in range(rows):
                     _gate_block(u, gi__n3h + <int64_t> (b + m) * g3 + 3 * u0, u,
                                 acc__r48 + m * _PANEL, _UB, bias_gi__3h + 3 * u0,
@@ -133,11 +139,33 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
                (units_to - units_from) * sizeof(floating))
 
 
+cdef void _panel_projection(const Shape *shape, int rows, const floating *x__ri,
+                            const floating *panels__ki48, floating *gi__r3h,
+                            floating *acc__r48) noexcept nogil:
+    """gi = x @ W_ih^T for a few rows, through the W_ih panels, into gi's compact layout."""
+    cdef int hidden = shape.hidden
+    cdef int k, b, m, g, u0, u, group
+    for k in range(shape.n_blocks):
+        u0 = k * _UB
+        u = min(_UB, hidden - u0)
+        b = 0
+        while b < rows:
+            group = min(CGRU_PANEL_ROWS, rows - b)
+            _panel_product(group, shape.input_size, x__ri + <int64_t> b * shape.input_size,
+                           shape.input_size,
+                           panels__ki48 + <int64_t> k * shape.input_size * _PANEL, acc__r48)
+            for m in range(group):
+                for g in range(3):
+                    memcpy(gi__r3h + <int64_t> (b + m) * 3 * hidden + 3 * u0 + g * u,
+                           acc__r48 + m * _PANEL + g * _UB, u * sizeof(floating))
+            b += group
+
+
 cdef void _worker(const Shape *shape, int tid, int n_threads,
                   const int64_t *batch_sizes, const int64_t *offsets,
                   const floating *x__ri, floating *out__r2h,
-                  const floating *w_ih__di3h, const floating *w_hh__dh3h,
-                  const floating *panels__dkh48,
+                  const floating *w_ih__di3h, const floating *ih_panels__dki48,
+                  const floating *w_hh__dh3h, const floating *panels__dkh48,
                   const floating *bias_gi__d3h, const floating *bias_hn__dh,
                   floating *gi__dr3h, floating *gh__dn3h, floating *h__d2nh,
                   floating *acc__tr48) noexcept nogil:
@@ -176,18 +204,24 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
             block_start = offsets[s0] if d == 0 else offsets[n_steps - s1]
             _split(<int> ((offsets[s1] if d == 0 else offsets[n_steps - s0]) - block_start),
                    team_size, team, &r0, &r1)
-            if r1 > r0:
+            if r1 - r0 > shape.panel_max_rows:
                 gemm_nn(r1 - r0, g3, shape.input_size,
                         x__ri + (block_start + r0) * shape.input_size, shape.input_size,
                         w_ih__di3h + <int64_t> d * shape.input_size * g3, g3,
                         0.0, gi__dr3h + (d * shape.gi_rows + r0) * g3, g3)
+            elif r1 > r0:   # a few rows (one-step calls): no BLAS call overhead
+                _panel_projection(shape, r1 - r0, x__ri + (block_start + r0) * shape.input_size,
+                                  ih_panels__dki48 + <int64_t> d * shape.n_blocks
+                                  * shape.input_size * _PANEL,
+                                  gi__dr3h + (d * shape.gi_rows + r0) * g3,
+                                  acc__tr48 + tid * CGRU_PANEL_ROWS * _PANEL)
         cgru_barrier()
 
         for s in range(s0, s1):
             for d in range(d_first, d_last):
                 t = s if d == 0 else n_steps - 1 - s
                 bs = <int> batch_sizes[t]
-                if bs <= shape.panel_max_rows and shape.n_blocks >= team_size:
+                if bs <= shape.unit_split_max_rows and shape.n_blocks >= team_size:
                     b0 = 0                      # few rows: split the units, each thread's
                     b1 = bs                     # W_hh panels stay in its own cache
                     _split(shape.n_blocks, team_size, team, &k0, &k1)
@@ -230,75 +264,152 @@ cdef void _gather_final_states(const Shape *shape, const int64_t *batch_sizes,
                        hidden * sizeof(floating))
 
 
+cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floating *w_ih,
+                    const floating *w_ih_panels, const floating *w_hh,
+                    const floating *w_hh_panels,
+                    const floating *bias_gi, const floating *bias_hn,
+                    const int64_t *batch_sizes, floating *h, floating *out) noexcept nogil:
+    """Allocate the workspace (once per call, malloc: cheaper than NumPy for one-step calls),
+    run every thread's schedule, gather h_n. Returns 0, or -1 when out of memory."""
+    cdef int n_steps = shape.n_steps
+    cdef int spb = shape.steps_per_block
+    cdef int t, d
+    cdef int64_t state = <int64_t> shape.batch * shape.hidden
+    cdef int64_t g3 = 3 * shape.hidden
+    cdef int64_t *offsets = <int64_t *> malloc((n_steps + 1) * sizeof(int64_t))
+    if offsets == NULL:
+        return -1
+    offsets[0] = 0
+    for t in range(n_steps):
+        offsets[t + 1] = offsets[t] + batch_sizes[t]
+    shape.gi_rows = 0
+    t = 0
+    while t < n_steps:      # forward blocks, and the reverse ones cut from the end
+        shape.gi_rows = max(shape.gi_rows, offsets[min(t + spb, n_steps)] - offsets[t],
+                            offsets[n_steps - t] - offsets[max(n_steps - t - spb, 0)])
+        t += spb
+
+    cdef floating *gi = <floating *> malloc(shape.n_dirs * shape.gi_rows * g3 * sizeof(floating))
+    cdef floating *gh = <floating *> malloc(shape.n_dirs * shape.batch * g3 * sizeof(floating))
+    cdef floating *acc = <floating *> malloc(n_threads * CGRU_PANEL_ROWS * _PANEL
+                                             * sizeof(floating))
+    cdef floating *h2 = <floating *> malloc(shape.n_dirs * 2 * state * sizeof(floating))
+    if gi == NULL or gh == NULL or acc == NULL or h2 == NULL:
+        free(offsets); free(gi); free(gh); free(acc); free(h2)
+        return -1
+    for d in range(shape.n_dirs):
+        # both buffers start at h_0: a reverse sequence that joins late reads either
+        memcpy(h2 + 2 * d * state, h + d * state, state * sizeof(floating))
+        memcpy(h2 + (2 * d + 1) * state, h + d * state, state * sizeof(floating))
+
+    if n_threads == 1:
+        _worker(shape, 0, 1, batch_sizes, offsets, x, out, w_ih, w_ih_panels, w_hh, w_hh_panels,
+                bias_gi, bias_hn, gi, gh, h2, acc)
+    else:
+        with parallel(num_threads=n_threads):
+            _worker(shape, omp_get_thread_num(), omp_get_num_threads(), batch_sizes, offsets,
+                    x, out, w_ih, w_ih_panels, w_hh, w_hh_panels, bias_gi, bias_hn, gi, gh, h2,
+                    acc)
+    _gather_final_states(shape, batch_sizes, offsets, out, h)
+    free(offsets); free(gi); free(gh); free(acc); free(h2)
+    return 0
+
+
+cdef class LayerWeights:
+    """One layer's weights in the kernel's layout, their addresses taken once.
+
+    cgru/_layout.py builds the arrays, C-contiguous and of one dtype (float32 or float64), where
+    D directions, I inputs, H hidden units, K = ceil(H / 16):
+        w_ih        (D, I, 3H)     transposed, gate columns in unit blocks
+        w_ih_panels (D, K, I, 48)  w_ih again as zero-padded r|z|n panels, for few-row blocks
+        w_hh        (D, H, 3H)     likewise
+        w_hh_panels (D, K, H, 48)  w_hh again, one zero-padded r|z|n panel per unit block
+        bias_gi     (D, 3H)        b_ih + b_hh for r and z, b_in for n, same column order
+        bias_hn     (D, H)         b_hn, added inside r * (...)
+    Holding the addresses spares every call six buffer acquisitions (about 1 us of a 8 us
+    one-step call).
+    """
+    cdef readonly tuple arrays
+    cdef readonly bint is_double
+    cdef readonly int n_dirs, input_size, hidden, n_blocks
+    cdef const void *w_ih
+    cdef const void *w_ih_panels
+    cdef const void *w_hh
+    cdef const void *w_hh_panels
+    cdef const void *bias_gi
+    cdef const void *bias_hn
+
+    def __init__(self, w_ih, w_ih_panels, w_hh, w_hh_panels, bias_gi, bias_hn):
+        self.arrays = (w_ih, w_ih_panels, w_hh, w_hh_panels, bias_gi, bias_hn)
+        dtypes = {a.dtype.name for a in self.arrays}
+        if dtypes not in ({"float32"}, {"float64"}) or not all(a.flags.c_contiguous
+                                                                for a in self.arrays):
+            raise ValueError(f"LayerWeights needs C-contiguous arrays of one float dtype, "
+                             f"got {sorted(dtypes)}")
+        self.is_double = dtypes == {"float64"}
+        self.n_dirs = w_ih.shape[0]
+        self.input_size = w_ih.shape[1]
+        self.hidden = w_hh.shape[1]
+        self.n_blocks = w_hh_panels.shape[1]
+        self.w_ih = _address(w_ih)
+        self.w_ih_panels = _address(w_ih_panels)
+        self.w_hh = _address(w_hh)
+        self.w_hh_panels = _address(w_hh_panels)
+        self.bias_gi = _address(bias_gi)
+        self.bias_hn = _address(bias_hn)
+
+    def __reduce__(self):
+        return LayerWeights, self.arrays
+
+
+cdef inline const void *_address(a):
+    return <const void *> <size_t> a.__array_interface__["data"][0]
+
+
 def gru_layer(const floating[:, ::1] x,
-              const floating[:, :, ::1] w_ih,
-              const floating[:, :, ::1] w_hh,
-              const floating[:, :, :, ::1] w_hh_panels,
-              const floating[:, ::1] bias_gi,
-              const floating[:, ::1] bias_hn,
+              LayerWeights weights,
               const int64_t[::1] batch_sizes,
               floating[:, :, ::1] h,
               floating[:, ::1] out,
               int n_threads,
               int steps_per_block,
-              int panel_max_rows):
+              int panel_max_rows,
+              int unit_split_max_rows):
     """Run one GRU layer, all its directions, over packed time-major rows.
 
     Shapes, where R = sum(batch_sizes), L = len(batch_sizes), N = batch_sizes[0], D directions,
-    I input features, H hidden units, K = ceil(H / 16), weights laid out by cgru/_layout.py:
+    I input features, H hidden units:
         x           (R, I)         rows of step t follow those of step t-1
-        w_ih        (D, I, 3H)     transposed, gate columns in unit blocks
-        w_hh        (D, H, 3H)     likewise
-        w_hh_panels (D, K, H, 48)  w_hh again, one zero-padded r|z|n panel per unit block
-        bias_gi     (D, 3H)        b_ih + b_hh for r and z, b_in for n, same column order
-        bias_hn     (D, H)         b_hn, added inside r * (...)
+        weights     LayerWeights   of x's dtype
         batch_sizes (L,)           non-increasing, >= 1; the caller has checked this
         h           (D, N, H)      in: h_0; out: each sequence's state after its last step
         out         (R, D*H)       written: every row's new hidden state, directions side by side
     steps_per_block bounds the input-projection workspace to about steps_per_block * N rows;
-    tiles of at most panel_max_rows rows use the panels, larger ones BLAS.
-    Nothing is checked here: cgru/gru.py validates every argument before calling.
+    tiles of at most panel_max_rows rows use the panels, larger ones BLAS; a team splits the
+    hidden units of steps with at most unit_split_max_rows rows, the rows of larger ones.
+    Shapes are not checked here: cgru/gru.py validates every argument before calling.
     """
     cdef Shape shape
+    cdef int status
+    if weights.is_double != (sizeof(floating) == sizeof(double)):
+        raise TypeError("gru_layer: weights and input differ in dtype")
     shape.n_steps = batch_sizes.shape[0]
-    shape.n_dirs = w_ih.shape[0]
+    shape.n_dirs = weights.n_dirs
     shape.input_size = x.shape[1]
     shape.hidden = h.shape[2]
     shape.batch = h.shape[1]
-    shape.n_blocks = w_hh_panels.shape[1]
-    shape.panel_max_rows = max(1, panel_max_rows)
+    shape.n_blocks = weights.n_blocks
+    shape.panel_max_rows = panel_max_rows
+    shape.unit_split_max_rows = unit_split_max_rows
     shape.steps_per_block = max(1, min(steps_per_block, shape.n_steps))
-    cdef int n_steps = shape.n_steps
-    cdef int spb = shape.steps_per_block
-    cdef int t
-    cdef int64_t[::1] offsets = np.zeros(n_steps + 1, dtype=np.int64)
-    for t in range(n_steps):
-        offsets[t + 1] = offsets[t] + batch_sizes[t]
-    shape.gi_rows = 0
-    for t in range(0, n_steps, spb):       # forward blocks, and the reverse ones from the end
-        shape.gi_rows = max(shape.gi_rows, offsets[min(t + spb, n_steps)] - offsets[t],
-                            offsets[n_steps - t] - offsets[max(n_steps - t - spb, 0)])
-
     n_threads = max(1, min(n_threads, shape.n_dirs * max(shape.batch, shape.n_blocks)))
-    dtype = np.float32 if floating is float else np.float64
-    cdef floating[:, :, ::1] gi = np.empty((shape.n_dirs, shape.gi_rows, 3 * shape.hidden), dtype)
-    cdef floating[:, :, ::1] gh = np.empty((shape.n_dirs, shape.batch, 3 * shape.hidden), dtype)
-    cdef floating[:, ::1] acc = np.empty((n_threads, CGRU_PANEL_ROWS * _PANEL), dtype)
-    cdef floating[:, :, :, ::1] h2 = np.empty((shape.n_dirs, 2, shape.batch, shape.hidden), dtype)
-    h2[:, 0] = h
-    h2[:, 1] = h   # a reverse sequence that joins late starts from h_0 in either buffer
-
     with nogil:
-        if n_threads == 1:
-            _worker(&shape, 0, 1, &batch_sizes[0], &offsets[0], &x[0, 0], &out[0, 0],
-                    &w_ih[0, 0, 0], &w_hh[0, 0, 0], &w_hh_panels[0, 0, 0, 0],
-                    &bias_gi[0, 0], &bias_hn[0, 0], &gi[0, 0, 0], &gh[0, 0, 0],
-                    &h2[0, 0, 0, 0], &acc[0, 0])
-        else:
-            with parallel(num_threads=n_threads):
-                _worker(&shape, omp_get_thread_num(), omp_get_num_threads(),
-                        &batch_sizes[0], &offsets[0], &x[0, 0], &out[0, 0],
-                        &w_ih[0, 0, 0], &w_hh[0, 0, 0], &w_hh_panels[0, 0, 0, 0],
-                        &bias_gi[0, 0], &bias_hn[0, 0], &gi[0, 0, 0], &gh[0, 0, 0],
-                        &h2[0, 0, 0, 0], &acc[0, 0])
-        _gather_final_states(&shape, &batch_sizes[0], &offsets[0], &out[0, 0], &h[0, 0, 0])
+        status = _run_layer(&shape, n_threads, &x[0, 0], <const floating *> weights.w_ih,
+                            <const floating *> weights.w_ih_panels,
+                            <const floating *> weights.w_hh,
+                            <const floating *> weights.w_hh_panels,
+                            <const floating *> weights.bias_gi,
+                            <const floating *> weights.bias_hn,
+                            &batch_sizes[0], &h[0, 0, 0], &out[0, 0])
+    if status != 0:
+        raise MemoryError("cgru: could not allocate the GRU workspace")

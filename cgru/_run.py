@@ -1,0 +1,83 @@
+"""Calling the compiled kernel: the per-call policy (threads, workspace blocks, BLAS threads)
+shared by GRU and GRUCell. Each threshold names the measurement behind it."""
+import contextlib
+import functools
+
+import numpy as np
+
+from ._engine import kernel
+from ._threads import blas_single_threaded, get_num_threads
+
+# The input projection of a layer is computed for a block of timesteps at a time, so the
+# workspace stays bounded however long the sequence: about this many bytes per direction.
+PROJECTION_WORKSPACE_BYTES = 4 << 20
+# Tiles of at most this many rows multiply by the register-blocked W_hh panels, larger ones by
+# a BLAS GEMM: on the development machine (AVX-512, 1 thread) the panels were 1.1-4.5x faster
+# than OpenBLAS from 2 to 128 rows at H = 256 and 512, and 0.9-1.4x at H = 128.
+PANEL_MAX_ROWS = 128
+# A team of threads splits the hidden units of a step with at most this many active rows (each
+# thread keeps its slice of W_hh in its own cache), and the rows of larger steps.
+UNIT_SPLIT_MAX_ROWS = 8
+# Below this much work a call runs on one thread: opening a parallel region costs about 2 us,
+# more than a one-step call's whole compute (S1: 9 us on 2 threads, 7 us on 1).
+MIN_FLOPS_FOR_THREADS = 1 << 20
+# OpenBLAS runs a GEMM on one thread when m * n * k is at most this (SMP_THRESHOLD_MIN *
+# GEMM_MULTITHREAD_THRESHOLD in its interface/gemm.c): calls whose GEMMs are all that small
+# need no thread limit, which saves two ctypes calls on one-step (streaming) calls.
+BLAS_SINGLE_THREAD_WORK = 65536 * 4
+
+# The kernel's float and double specializations, looked up once: calling a fused Cython function
+# through its dispatcher costs microseconds per call.
+_LAYER_KERNELS = {np.dtype(np.float32): kernel.gru_layer["float"],
+                  np.dtype(np.float64): kernel.gru_layer["double"]}
+_NO_GUARD = contextlib.nullcontext()
+
+
+@functools.lru_cache(maxsize=64)
+def dense_batch_sizes(seq_len, batch):
+    """[batch] * seq_len as the kernel's int64 array (read-only: it is shared between calls)."""
+    sizes = np.full(seq_len, batch, dtype=np.int64)
+    sizes.flags.writeable = False
+    return sizes
+
+
+class LayerStack:
+    """What a call needs to know about a stack of layers, computed once per module."""
+
+    def __init__(self, input_size, hidden_size, num_layers, num_directions, dtype):
+        self.hidden = hidden_size
+        self.dirs = num_directions
+        self.num_layers = num_layers
+        self.dtype = np.dtype(dtype)
+        self.run_layer = _LAYER_KERNELS[self.dtype]
+        widest_input = max(input_size, num_directions * hidden_size, hidden_size)
+        self.flops_per_row = 6 * hidden_size * (widest_input + hidden_size) * num_directions \
+            * num_layers
+        self.gemm_work_per_row = 3 * hidden_size * widest_input
+        self.gi_row_bytes = 3 * hidden_size * self.dtype.itemsize
+
+    def run(self, packed_layers, x, batch_sizes, h_n, dropout=None):
+        """All layers over packed rows x (R, I); returns rows (R, D*H).
+
+        batch_sizes (L,) int64, non-increasing; h_n (D*layers, N, H), a private C-contiguous
+        array holding h_0 on entry and the final states on return. dropout, if given, maps a
+        layer's output rows to their dropped-out version between layers.
+        """
+        d, h = self.dirs, self.hidden
+        rows, batch = x.shape[0], int(batch_sizes[0])
+        n_threads = get_num_threads() if rows * self.flops_per_row >= MIN_FLOPS_FOR_THREADS else 1
+        steps_per_block = max(1, PROJECTION_WORKSPACE_BYTES // (self.gi_row_bytes * batch))
+        gemm_rows = max(min(steps_per_block, len(batch_sizes)) * batch,
+                        batch if batch > PANEL_MAX_ROWS else 0)
+        guard = (blas_single_threaded() if gemm_rows * self.gemm_work_per_row
+                 > BLAS_SINGLE_THREAD_WORK else _NO_GUARD)
+        with guard:
+            for layer in range(self.num_layers):
+                out = np.empty((rows, d * h), dtype=self.dtype)
+                self.run_layer(x, packed_layers[layer], batch_sizes,
+                               h_n[layer * d:(layer + 1) * d], out, n_threads,
+                               steps_per_block, PANEL_MAX_ROWS, UNIT_SPLIT_MAX_ROWS)
+                if dropout is not None and layer < self.num_layers - 1:
+                    out = dropout(out)
+                x = out
+        return x
