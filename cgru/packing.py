@@ -66,10 +66,9 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
     else:
         sorted_indices = np.argsort(-lengths, kind="stable").astype(np.int64)
         lengths = lengths[sorted_indices]
-        padded = padded[:, sorted_indices]
-    batch_sizes = _batch_sizes(lengths)
-    data = np.concatenate([padded[t, :bs] for t, bs in enumerate(batch_sizes)], axis=0)
-    return PackedSequence(data, batch_sizes, sorted_indices)
+    steps, sequences = _packed_positions(lengths, sorted_indices)
+    data = padded[steps, sequences]       # one gather, rows in packed order
+    return PackedSequence(data, _batch_sizes(lengths), sorted_indices)
 
 
 def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_length=None):
@@ -78,7 +77,7 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
     T is total_length if given (at least the longest length), else the longest length.
     Sequences and lengths are in the caller's (unsorted) batch order.
     """
-    data, batch_sizes, _, unsorted = check_packed(sequence)
+    data, batch_sizes, sorted_indices, unsorted = check_packed(sequence)
     max_len = len(batch_sizes)
     if total_length is not None:
         if isinstance(total_length, bool) or not isinstance(total_length, numbers.Integral):
@@ -90,13 +89,10 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
         max_len = int(total_length)
     batch = int(batch_sizes[0])
     padded = np.full((max_len, batch) + data.shape[1:], padding_value, dtype=data.dtype)
-    start = 0
-    for t, bs in enumerate(batch_sizes):
-        padded[t, :bs] = data[start:start + bs]
-        start += bs
     lengths = (batch_sizes[None, :] > np.arange(batch)[:, None]).sum(axis=1).astype(np.int64)
+    steps, sequences = _packed_positions(lengths, sorted_indices)
+    padded[steps, sequences] = data       # one scatter, straight into the caller's order
     if unsorted is not None:
-        padded = padded[:, unsorted]
         lengths = lengths[unsorted]
     if batch_first:
         padded = np.swapaxes(padded, 0, 1)
@@ -219,6 +215,14 @@ def _check_lengths(lengths, batch, max_len):
         raise ValueError(f"lengths must not exceed the time axis ({max_len}); got "
                          f"{lengths.tolist()}")
     return lengths
+
+
+def _packed_positions(sorted_lengths, sorted_indices=None):
+    """(step, sequence) index pairs of the packed rows in order: step-major, then the running
+    sequences longest first; sequence numbers in the caller's order when sorted_indices given."""
+    exists = np.arange(int(sorted_lengths[0]))[:, None] < sorted_lengths[None, :]
+    steps, ranks = np.nonzero(exists)
+    return steps, (ranks if sorted_indices is None else sorted_indices[ranks])
 
 
 def _batch_sizes(sorted_lengths):
