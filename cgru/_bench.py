@@ -181,7 +181,7 @@ def main(argv=None, default_cases=None):
     parser.add_argument("--repeats", type=int, default=9, help="timed samples per result")
     parser.add_argument("--peers", default=",".join(PEERS),
                         help="comma-separated peers to include (default: all installed)")
-    parser.add_argument("--pause", type=float, default=0.05,
+    parser.add_argument("--pause", type=float, default=0.0,
                         help="seconds between samples, for other thread pools to go idle")
     parser.add_argument("--json", metavar="PATH", help="write all results as JSON")
     parser.add_argument("--plot", metavar="PNG", help="bar chart of speed-ups (matplotlib)")

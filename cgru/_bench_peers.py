@@ -158,7 +158,7 @@ def openvino_runner(gru, case, x, h0, threads, onnx_path):
 
 
 def numpy_runner(gru, case, x, h0):
-    """A plain NumPy GRU: one matrix product per timestep for the whole batch."""
+    """A plain NumPy GRU: one matrix product per timestep for the whole batch, on one thread."""
     state = {k: v.astype(case.dtype) for k, v in gru.state_dict().items()}
     h, d = case.hidden_size, case.directions
     lengths = case.lengths if case.lengths is not None else np.full(case.batch, case.seq_len)
@@ -166,7 +166,22 @@ def numpy_runner(gru, case, x, h0):
     def sigmoid(v):
         return 1 / (1 + np.exp(-v))
 
+    from ._blas_threads import find_openblas
+    numpy_blas = find_openblas("numpy")
+
     def run():
+        # NumPy's own OpenBLAS, held to one thread: its workers spin for ~0.1 s after a
+        # threaded call and slowed whatever was timed next 2-5x on this 2-core machine.
+        saved = numpy_blas.get() if numpy_blas else None
+        if numpy_blas:
+            numpy_blas.set(1)
+        try:
+            return _run()
+        finally:
+            if numpy_blas:
+                numpy_blas.set(saved)
+
+    def _run():
         layer_input, h_n = x, []
         for layer in range(case.num_layers):
             outs = []

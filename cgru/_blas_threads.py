@@ -12,6 +12,7 @@ otherwise nothing is done.
 import contextlib
 import ctypes
 import glob
+import importlib
 import os
 import threading
 
@@ -23,13 +24,11 @@ _SYMBOLS = [  # (get, set) pairs, by OpenBLAS build flavour
 ]
 
 
-def _candidate_libraries():
-    import scipy
-
-    root = os.path.dirname(scipy.__file__)
+def _candidate_libraries(package="scipy"):
+    root = os.path.dirname(importlib.import_module(package).__file__)
     patterns = [os.path.join(root + ".libs", "*openblas*"),       # Linux and Windows wheels
                 os.path.join(root, ".dylibs", "*openblas*"),      # macOS wheels
-                os.path.join(root, "..", "scipy_openblas32", "lib", "*openblas*")]
+                os.path.join(root, "..", f"{package}_openblas32", "lib", "*openblas*")]
     for pattern in patterns:
         yield from sorted(glob.glob(pattern))
 
@@ -56,8 +55,9 @@ class _OpenBLAS:
         return f"{config} ({os.path.basename(self.path)})"
 
 
-def _find_openblas():
-    for path in _candidate_libraries():
+def find_openblas(package="scipy"):
+    """The OpenBLAS bundled with `package` (scipy: the one cgru calls), or None."""
+    for path in _candidate_libraries(package):
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -82,7 +82,7 @@ _saved_threads = None
 def _controller():
     global _blas, _searched
     if not _searched:
-        _blas = _find_openblas()
+        _blas = find_openblas()
         _searched = True
     return _blas
 

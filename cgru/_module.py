@@ -1,4 +1,5 @@
 """What GRU and GRUCell share: parameters by PyTorch name, state_dict, train/eval."""
+import warnings
 from collections import namedtuple
 from collections.abc import Mapping
 
@@ -45,6 +46,22 @@ class ParameterModule:
             self.load_state_dict({name: value}, strict=False)
         else:
             object.__setattr__(self, name, value)
+
+    # -- copies, pickles and files ---------------------------------------------------------------
+
+    def _config(self):  # pragma: no cover - abstract
+        """The constructor's keyword arguments (dtype as a string), JSON-serialisable."""
+        raise NotImplementedError
+
+    def __reduce__(self):
+        # Rebuilt from configuration and weights: the kernel's laid-out copies are derived data.
+        return _restore, (type(self), self._config(), self.state_dict(), self.training,
+                          getattr(self, "_rng", None))
+
+    def save(self, path):
+        """Write the configuration and weights to one .npz file (see cgru.load)."""
+        from .persist import save
+        save(self, path)
 
     def __dir__(self):
         return sorted(set(super().__dir__()) | set(self._params or ()))
@@ -103,6 +120,15 @@ class ParameterModule:
         if updates:
             self._parameters_changed(list(updates))
         return IncompatibleKeys(missing, unexpected)
+
+
+def _restore(cls, config, state, training, rng):
+    with warnings.catch_warnings():      # the dropout warning was given when it was built
+        warnings.simplefilter("ignore")
+        module = cls(**config, seed=rng)
+    module.load_state_dict(state)
+    module.train(training)
+    return module
 
 
 def _frozen(array):

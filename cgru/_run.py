@@ -15,9 +15,10 @@ PROJECTION_WORKSPACE_BYTES = 4 << 20
 # a BLAS GEMM: on the development machine (AVX-512, 1 thread) the panels were 1.1-4.5x faster
 # than OpenBLAS from 2 to 128 rows at H = 256 and 512, and 0.9-1.4x at H = 128.
 PANEL_MAX_ROWS = 128
-# A team of threads splits the hidden units of a step with at most this many active rows (each
-# thread keeps its slice of W_hh in its own cache), and the rows of larger steps.
-UNIT_SPLIT_MAX_ROWS = 8
+# A team of threads splits the sequences when each thread gets at least this many (no barrier
+# per step), else the hidden units of every step (each thread keeps its slice of W_hh in its
+# cache, one barrier per step). Batch 8 on 2 threads: rows 1.5 ms, units 1.9 ms (S3).
+MIN_ROWS_PER_THREAD = 2
 # Below this much work a call runs on one thread: opening a parallel region costs about 2 us,
 # more than a one-step call's whole compute (S1: 9 us on 2 threads, 7 us on 1).
 MIN_FLOPS_FOR_THREADS = 1 << 20
@@ -76,7 +77,7 @@ class LayerStack:
                 out = np.empty((rows, d * h), dtype=self.dtype)
                 self.run_layer(x, packed_layers[layer], batch_sizes,
                                h_n[layer * d:(layer + 1) * d], out, n_threads,
-                               steps_per_block, PANEL_MAX_ROWS, UNIT_SPLIT_MAX_ROWS)
+                               steps_per_block, PANEL_MAX_ROWS, MIN_ROWS_PER_THREAD)
                 if dropout is not None and layer < self.num_layers - 1:
                     out = dropout(out)
                 x = out

@@ -46,6 +46,10 @@ class GRUCell(ParameterModule):
     bias = property(lambda self: self._bias)
     dtype = property(lambda self: self._dtype)
 
+    def _config(self):
+        return dict(input_size=self._input_size, hidden_size=self._hidden_size, bias=self._bias,
+                    dtype=self._dtype.name)
+
     def __repr__(self):
         extra = "" if self._bias else ", bias=False"
         extra += "" if self._dtype == np.float32 else ", dtype=float64"

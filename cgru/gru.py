@@ -95,6 +95,12 @@ class GRU(ParameterModule):
     def num_directions(self):
         return 2 if self._bidirectional else 1
 
+    def _config(self):
+        return dict(input_size=self._input_size, hidden_size=self._hidden_size,
+                    num_layers=self._num_layers, bias=self._bias, batch_first=self.batch_first,
+                    dropout=self._dropout, bidirectional=self._bidirectional,
+                    dtype=self._dtype.name)
+
     def __repr__(self):
         args = [str(self._input_size), str(self._hidden_size)]
         if self._num_layers != 1:

@@ -55,7 +55,7 @@ cdef struct Shape:
     int n_dirs, n_steps, steps_per_block, input_size, hidden, batch, n_blocks
     int64_t gi_rows          # rows of the input-projection workspace per direction
     int panel_max_rows       # tiles of at most this many rows use the W_hh panels, others BLAS
-    int unit_split_max_rows  # steps of at most this many rows split hidden units across a team
+    int min_rows_per_thread  # a team splits the rows when each thread gets this many, else units
 
 
 cdef inline void _split(int n, int parts, int part, int *start, int *stop) noexcept nogil:
@@ -161,24 +161,56 @@ cdef void _panel_projection(const Shape *shape, int rows, const floating *x__ri,
             b += group
 
 
+cdef void _balanced_rows(const int64_t *lengths, int n_rows, int t_lo, int t_hi, int parts,
+                         int part, int *b0, int *b1) noexcept nogil:
+    """Rows b0..b1 of 0..n_rows, cut so that each part has about the same number of active
+    (row, step) pairs for steps t_lo..t_hi-1; row b is active while t < lengths[b]."""
+    cdef int64_t total = 0, done = 0
+    cdef int b
+    for b in range(n_rows):
+        total += max(0, min(lengths[b], t_hi) - t_lo)
+    b0[0] = n_rows
+    b1[0] = n_rows
+    for b in range(n_rows):
+        # row b goes to part floor(done * parts / total): contiguous, since done only grows
+        if b0[0] == n_rows and done * parts >= part * total:
+            b0[0] = b
+        if done * parts >= (part + 1) * total:
+            b1[0] = b
+            break
+        done += max(0, min(lengths[b], t_hi) - t_lo)
+
+
 cdef void _worker(const Shape *shape, int tid, int n_threads,
-                  const int64_t *batch_sizes, const int64_t *offsets,
+                  const int64_t *batch_sizes, const int64_t *offsets, const int64_t *lengths,
                   const floating *x__ri, floating *out__r2h,
                   const floating *w_ih__di3h, const floating *ih_panels__dki48,
                   const floating *w_hh__dh3h, const floating *panels__dkh48,
                   const floating *bias_gi__d3h, const floating *bias_hn__dh,
                   floating *gi__dr3h, floating *gh__dn3h, floating *h__d2nh,
                   floating *acc__tr48) noexcept nogil:
-    """The whole schedule of thread `tid` of `n_threads` for one layer."""
+    """The whole schedule of thread `tid` of `n_threads` for one layer.
+
+    Row split (enough sequences): for a whole block of steps each thread of a direction's team
+    owns a fixed slice of the sequences, balanced by their active steps in the block, so steps
+    need no barrier; only the block's shared input-projection GEMM is fenced, by two barriers.
+    Per-step barriers made 2-thread calls 20x slower whenever another process or thread pool
+    held a core (the waiting thread sleeps through the other's time slice, every step).
+    Unit split (a few sequences): the team splits the hidden units of every step, and a
+    barrier per step separates reading h(t-1) from writing h(t) (double-buffered).
+    """
     cdef int n_dirs = shape.n_dirs
     cdef int n_steps = shape.n_steps
     cdef int hidden = shape.hidden
     cdef int batch = shape.batch
     cdef int g3 = 3 * hidden
     cdef int ld_out = n_dirs * hidden
-    cdef int d_first, d_last, team, team_size, d
-    cdef int s0, s1, s, t, r0, r1, bs, b0, b1, k0, k1
+    cdef int d_first, d_last, team, team_size, largest_team, d
+    cdef int s0, s1, s, t, t_lo, r0, r1, bs, b0, b1, k0, k1
+    cdef bint split_rows
     cdef int64_t block_start
+    cdef int own_b0[2]
+    cdef int own_b1[2]
     cdef floating *h_prev
     cdef floating *h_next
 
@@ -188,12 +220,16 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
         d_last = d_first + 1
         team = tid // n_dirs
         team_size = (n_threads - d_first + n_dirs - 1) // n_dirs
+        largest_team = (n_threads + n_dirs - 1) // n_dirs
     else:
         # a single thread runs both directions in turn
         d_first = 0
         d_last = n_dirs
         team = tid
-        team_size = n_threads
+        team_size = largest_team = n_threads
+    # Decided from quantities all threads share, so every thread meets the same barriers.
+    split_rows = (largest_team == 1 or batch >= largest_team * shape.min_rows_per_thread
+                  or shape.n_blocks < largest_team)
 
     s0 = 0
     while s0 < n_steps:
@@ -215,20 +251,28 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                                   * shape.input_size * _PANEL,
                                   gi__dr3h + (d * shape.gi_rows + r0) * g3,
                                   acc__tr48 + tid * CGRU_PANEL_ROWS * _PANEL)
+            if split_rows:
+                # this thread's sequences for the block: the block's first time step (in
+                # time order) has the most active rows
+                t_lo = s0 if d == 0 else n_steps - s1
+                _balanced_rows(lengths, <int> batch_sizes[t_lo], t_lo,
+                               s1 if d == 0 else n_steps - s0, team_size, team,
+                               &own_b0[d], &own_b1[d])
         cgru_barrier()
 
         for s in range(s0, s1):
             for d in range(d_first, d_last):
                 t = s if d == 0 else n_steps - 1 - s
                 bs = <int> batch_sizes[t]
-                if bs <= shape.unit_split_max_rows and shape.n_blocks >= team_size:
-                    b0 = 0                      # few rows: split the units, each thread's
-                    b1 = bs                     # W_hh panels stay in its own cache
-                    _split(shape.n_blocks, team_size, team, &k0, &k1)
-                else:
-                    _split(bs, team_size, team, &b0, &b1)
+                if split_rows:
+                    b0 = own_b0[d]
+                    b1 = min(own_b1[d], bs)
                     k0 = 0
                     k1 = shape.n_blocks
+                else:
+                    b0 = 0
+                    b1 = bs
+                    _split(shape.n_blocks, team_size, team, &k0, &k1)
                 if b1 <= b0 or k1 <= k0:
                     continue
                 block_start = offsets[s0] if d == 0 else offsets[n_steps - s1]
@@ -242,7 +286,10 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                            h_prev, h_next, gh__dn3h + <int64_t> d * batch * g3,
                            acc__tr48 + tid * CGRU_PANEL_ROWS * _PANEL,
                            out__r2h + offsets[t] * ld_out + d * hidden, ld_out)
-            cgru_barrier()
+            if not split_rows:
+                cgru_barrier()
+        if split_rows and s1 < n_steps:
+            cgru_barrier()      # the next block's GEMM overwrites gi
         s0 = s1
 
 
@@ -276,12 +323,18 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
     cdef int t, d
     cdef int64_t state = <int64_t> shape.batch * shape.hidden
     cdef int64_t g3 = 3 * shape.hidden
+    cdef int b
     cdef int64_t *offsets = <int64_t *> malloc((n_steps + 1) * sizeof(int64_t))
-    if offsets == NULL:
+    cdef int64_t *lengths = <int64_t *> malloc(shape.batch * sizeof(int64_t))
+    if offsets == NULL or lengths == NULL:
+        free(offsets); free(lengths)
         return -1
     offsets[0] = 0
     for t in range(n_steps):
         offsets[t + 1] = offsets[t] + batch_sizes[t]
+        # rows bs[t+1] .. bs[t]-1 are active for the last time at step t
+        for b in range(<int> batch_sizes[t + 1] if t + 1 < n_steps else 0, <int> batch_sizes[t]):
+            lengths[b] = t + 1
     shape.gi_rows = 0
     t = 0
     while t < n_steps:      # forward blocks, and the reverse ones cut from the end
@@ -295,7 +348,7 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
                                              * sizeof(floating))
     cdef floating *h2 = <floating *> malloc(shape.n_dirs * 2 * state * sizeof(floating))
     if gi == NULL or gh == NULL or acc == NULL or h2 == NULL:
-        free(offsets); free(gi); free(gh); free(acc); free(h2)
+        free(offsets); free(lengths); free(gi); free(gh); free(acc); free(h2)
         return -1
     for d in range(shape.n_dirs):
         # both buffers start at h_0: a reverse sequence that joins late reads either
@@ -303,15 +356,15 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
         memcpy(h2 + (2 * d + 1) * state, h + d * state, state * sizeof(floating))
 
     if n_threads == 1:
-        _worker(shape, 0, 1, batch_sizes, offsets, x, out, w_ih, w_ih_panels, w_hh, w_hh_panels,
-                bias_gi, bias_hn, gi, gh, h2, acc)
+        _worker(shape, 0, 1, batch_sizes, offsets, lengths, x, out, w_ih, w_ih_panels, w_hh,
+                w_hh_panels, bias_gi, bias_hn, gi, gh, h2, acc)
     else:
         with parallel(num_threads=n_threads):
             _worker(shape, omp_get_thread_num(), omp_get_num_threads(), batch_sizes, offsets,
-                    x, out, w_ih, w_ih_panels, w_hh, w_hh_panels, bias_gi, bias_hn, gi, gh, h2,
-                    acc)
+                    lengths, x, out, w_ih, w_ih_panels, w_hh, w_hh_panels, bias_gi, bias_hn, gi,
+                    gh, h2, acc)
     _gather_final_states(shape, batch_sizes, offsets, out, h)
-    free(offsets); free(gi); free(gh); free(acc); free(h2)
+    free(offsets); free(lengths); free(gi); free(gh); free(acc); free(h2)
     return 0
 
 
@@ -374,7 +427,7 @@ def gru_layer(const floating[:, ::1] x,
               int n_threads,
               int steps_per_block,
               int panel_max_rows,
-              int unit_split_max_rows):
+              int min_rows_per_thread):
     """Run one GRU layer, all its directions, over packed time-major rows.
 
     Shapes, where R = sum(batch_sizes), L = len(batch_sizes), N = batch_sizes[0], D directions,
@@ -385,8 +438,8 @@ def gru_layer(const floating[:, ::1] x,
         h           (D, N, H)      in: h_0; out: each sequence's state after its last step
         out         (R, D*H)       written: every row's new hidden state, directions side by side
     steps_per_block bounds the input-projection workspace to about steps_per_block * N rows;
-    tiles of at most panel_max_rows rows use the panels, larger ones BLAS; a team splits the
-    hidden units of steps with at most unit_split_max_rows rows, the rows of larger ones.
+    tiles of at most panel_max_rows rows use the panels, larger ones BLAS; a team of threads
+    splits the sequences when each thread gets min_rows_per_thread of them, else hidden units.
     Shapes are not checked here: cgru/gru.py validates every argument before calling.
     """
     cdef Shape shape
@@ -400,7 +453,7 @@ def gru_layer(const floating[:, ::1] x,
     shape.batch = h.shape[1]
     shape.n_blocks = weights.n_blocks
     shape.panel_max_rows = panel_max_rows
-    shape.unit_split_max_rows = unit_split_max_rows
+    shape.min_rows_per_thread = min_rows_per_thread
     shape.steps_per_block = max(1, min(steps_per_block, shape.n_steps))
     n_threads = max(1, min(n_threads, shape.n_dirs * max(shape.batch, shape.n_blocks)))
     with nogil:

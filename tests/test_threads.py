@@ -114,3 +114,20 @@ def test_blas_thread_count_restored_after_call(rng):
         assert blas.get() == 2
     finally:
         blas.set(before)
+
+
+@pytest.mark.parametrize("threads", [3, 5])
+@pytest.mark.parametrize("batch", [1, 3, 40])
+def test_uneven_thread_teams(threads, batch, rng):
+    # Odd counts give the two directions teams of different sizes: every thread must still
+    # meet the same barriers (a mismatch would hang), and results must not change.
+    gru = cgru.GRU(6, 40, 2, bidirectional=True, dtype=np.float64, seed=0)
+    x = rng.standard_normal((9, batch, 6))
+    packed = cgru.pack_sequence([x[: int(n), 0] for n in sorted(rng.integers(1, 10, batch))[::-1]])
+    with cgru.use_threads(1):
+        dense_1, packed_1 = gru(x), gru(packed)
+    with cgru.use_threads(threads):
+        dense_n, packed_n = gru(x), gru(packed)
+    np.testing.assert_allclose(dense_n[0], dense_1[0], atol=1e-13)
+    np.testing.assert_allclose(packed_n[0].data, packed_1[0].data, atol=1e-13)
+    np.testing.assert_allclose(packed_n[1], packed_1[1], atol=1e-13)
