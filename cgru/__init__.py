@@ -13,9 +13,10 @@ from ._threads import get_num_threads, set_num_threads, use_threads
 from ._version import __version__
 from .cell import GRUCell
 from .gru import GRU
+from .persist import load
 from .packing import (PackedSequence, pack_padded_sequence, pack_sequence, pad_packed_sequence,
                       pad_sequence, unpack_sequence, unpad_sequence)
 
 __all__ = ["GRU", "GRUCell", "PackedSequence", "pack_padded_sequence", "pad_packed_sequence",
            "pack_sequence", "pad_sequence", "unpack_sequence", "unpad_sequence",
-           "get_num_threads", "set_num_threads", "use_threads", "show_config", "__version__"]
+           "get_num_threads", "set_num_threads", "use_threads", "show_config", "load", "__version__"]

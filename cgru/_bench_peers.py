@@ -98,7 +98,7 @@ def torch_runner(gru, case, x, h0, threads):
 def _onnx_file(gru, case):
     try:
         import onnx
-        from ._onnx_model import build_model
+        from ._onnx_interop import build_model
     except ImportError:
         return None
     path = os.path.join(tempfile.mkdtemp(prefix="cgru-bench-"), f"{case.name}.onnx")

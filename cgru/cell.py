@@ -46,6 +46,17 @@ class GRUCell(ParameterModule):
     bias = property(lambda self: self._bias)
     dtype = property(lambda self: self._dtype)
 
+    @classmethod
+    def from_torch(cls, module):
+        """A GRUCell with the configuration and weights of a torch.nn.GRUCell."""
+        from ._torch_interop import cell_from_torch
+        return cell_from_torch(cls, module)
+
+    def to_torch(self):
+        """The equivalent torch.nn.GRUCell."""
+        from ._torch_interop import cell_to_torch
+        return cell_to_torch(self)
+
     def _config(self):
         return dict(input_size=self._input_size, hidden_size=self._hidden_size, bias=self._bias,
                     dtype=self._dtype.name)

@@ -117,6 +117,51 @@ class GRU(ParameterModule):
             args.append("dtype=float64")
         return f"GRU({', '.join(args)})"
 
+    # -- other frameworks -----------------------------------------------------------------------
+
+    @classmethod
+    def from_torch(cls, module):
+        """A GRU with the configuration and weights of a torch.nn.GRU (any float dtype, any
+        device; float64 stays float64, other dtypes become float32). Starts in eval mode."""
+        from ._torch_interop import gru_from_torch
+        return gru_from_torch(cls, module)
+
+    def to_torch(self):
+        """The equivalent torch.nn.GRU (same configuration, weights, dtype and mode)."""
+        from ._torch_interop import gru_to_torch
+        return gru_to_torch(self)
+
+    @classmethod
+    def from_keras(cls, layer, *, batch_first=True, dtype=None):
+        """A GRU from a Keras 3 ``keras.layers.GRU``, a ``Bidirectional(GRU(...),
+        merge_mode='concat')``, or their raw weights without Keras installed:
+        ``[kernel (I, 3H), recurrent_kernel (H, 3H), bias (2, 3H)]`` (bias optional), twice
+        over (forward, then backward) for a bidirectional layer. Keras's gate order z|r|h
+        becomes r|z|n.
+
+        Only ``reset_after=True`` with tanh / sigmoid activations computes PyTorch's equations;
+        anything else is a ValueError that says why. batch_first defaults to True, Keras's
+        layout. Not carried over: return_sequences and return_state (cgru always returns the
+        whole output and h_n), go_backwards (a warning: reverse the input yourself), stateful,
+        dropout and recurrent_dropout (inference only), masking (use packed sequences), unroll.
+        """
+        from ._keras_interop import gru_from_keras
+        return gru_from_keras(cls, layer, batch_first=batch_first, dtype=dtype)
+
+    @classmethod
+    def from_onnx(cls, model):
+        """A GRU from an ONNX model (ModelProto, path or bytes) made of one GRU node per layer
+        with linear_before_reset=1, default activations and no clip, joined only by layout
+        operators. Anything else is refused with a ValueError that says what was found."""
+        from ._onnx_interop import gru_from_onnx
+        return gru_from_onnx(cls, model)
+
+    def to_onnx(self, path, *, initial_state=False, opset=14):
+        """Write an ONNX model computing (output, h_n) from ``input`` in this module's layout
+        (and ``h0`` when initial_state), with dynamic batch and sequence axes."""
+        from ._onnx_interop import to_onnx
+        to_onnx(self, path, initial_state=initial_state, opset=opset)
+
     # -- parameters -----------------------------------------------------------------------------
 
     def _parameter_names(self, layer, direction):

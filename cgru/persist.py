@@ -43,9 +43,10 @@ def load(path):
     classes = {"GRU": GRU, "GRUCell": GRUCell}
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise ValueError("it holds a single array, not a saved model")
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array, not a saved model")
+        with data:
             if HEADER_KEY not in data.files:
                 raise ValueError("it has no cgru header")
             header = json.loads(str(data[HEADER_KEY]))

@@ -1,0 +1,198 @@
+"""The `cgru` command (also `python -m cgru`).
+
+    cgru                      the README's demonstration (same as `cgru demo`)
+    cgru info                 version, build configuration, threads, BLAS
+    cgru bench [ARGS]         the benchmark against the installed peers (a short default grid)
+    cgru run MODEL.npz INPUT.npy -o OUTPUT.npy [--lengths LENGTHS.npy] [--batch-first]
+             [--hidden-out HN.npy] [--batch-size N] [--threads N] [--quiet]
+
+`run` streams a saved GRU over an input that may be larger than memory: the input is
+memory-mapped, processed a batch of sequences at a time, and the output written through a
+memory map to a temporary file that is renamed only when complete. Errors end with one line on
+stderr and exit status 1 (2 for usage errors), never a traceback.
+"""
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+# Default batch: as many sequences as fit in about this many bytes of input plus output.
+_BATCH_BYTES = 64 << 20
+
+
+class CommandError(Exception):
+    """A problem with the user's files or arguments: reported in one line."""
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="cgru", description="A PyTorch-exact GRU for CPUs.")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("demo", help="build a GRU, run it, print shapes and timing (default)")
+    commands.add_parser("info", help="version, build configuration, threads, BLAS")
+    commands.add_parser("bench", help="benchmark against installed peers (see --help)",
+                        add_help=False)
+    run = commands.add_parser("run", help="run a saved model over a .npy file")
+    run.add_argument("model", help="model saved with GRU.save (.npz)")
+    run.add_argument("input", help="input .npy: (L, N, I), or (N, L, I) with --batch-first")
+    run.add_argument("-o", "--output", required=True, help="output .npy to write")
+    run.add_argument("--lengths", help=".npy of N ints: each row is a sequence of that length")
+    run.add_argument("--batch-first", action="store_true", help="input and output are (N, L, *)")
+    run.add_argument("--hidden-out", help="also write h_n (D*num_layers, N, H) to this .npy")
+    run.add_argument("--batch-size", type=int, help="sequences per batch (default: ~64 MB)")
+    run.add_argument("--threads", type=int, help="threads (default: cgru's default)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from ._bench import SHORT_GRID, main as bench_main
+        return bench_main(argv[1:], default_cases=SHORT_GRID)
+    args = _parser().parse_args(argv)
+    if args.command == "info":
+        from ._config import show_config
+        show_config()
+        return 0
+    if args.command == "run":
+        try:
+            run_model(args)
+        except CommandError as error:
+            print(f"cgru run: error: {error}", file=sys.stderr)
+            return 1
+        except (MemoryError, OSError) as error:
+            print(f"cgru run: error: {type(error).__name__}: {error}", file=sys.stderr)
+            return 1
+        return 0
+    from ._demo import run_demo
+    run_demo()
+    return 0
+
+
+def _load_array(path, what):
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise CommandError(f"{what} {path}: no such file") from None
+    except (ValueError, OSError, EOFError) as error:
+        raise CommandError(f"{what} {path} is not a readable .npy array ({error})") from None
+    if not isinstance(array, np.ndarray):
+        raise CommandError(f"{what} {path} is an .npz archive; expected a single .npy array")
+    return array
+
+
+def _checked_inputs(args, model):
+    x = _load_array(args.input, "input")
+    if x.dtype.kind not in "biuf":
+        raise CommandError(f"input {args.input} has dtype {x.dtype}; expected numbers")
+    if x.ndim != 3:
+        raise CommandError(f"input {args.input} has shape {x.shape}; expected 3 dimensions, "
+                           + ("(N, L, I)" if args.batch_first else "(L, N, I)"))
+    seq_len, batch = (x.shape[1], x.shape[0]) if args.batch_first else x.shape[:2]
+    if x.shape[2] != model.input_size:
+        raise CommandError(f"input {args.input} has {x.shape[2]} features; the model expects "
+                           f"input_size={model.input_size}")
+    if seq_len == 0 or batch == 0:
+        raise CommandError(f"input {args.input} has shape {x.shape}: nothing to run")
+    lengths = None
+    if args.lengths:
+        lengths = np.asarray(_load_array(args.lengths, "lengths"))
+        if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or len(lengths) != batch:
+            raise CommandError(f"lengths {args.lengths}: expected {batch} integers (one per "
+                               f"sequence), got dtype {lengths.dtype}, shape {lengths.shape}")
+        if lengths.min() < 1 or lengths.max() > seq_len:
+            raise CommandError(f"lengths {args.lengths}: values must be in 1..{seq_len}, got "
+                               f"{lengths.min()}..{lengths.max()}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CommandError(f"--batch-size must be positive, got {args.batch_size}")
+    return x, lengths, seq_len, batch
+
+
+def _temporary_memmap(final_path, shape, dtype, created):
+    folder = os.path.dirname(os.path.abspath(final_path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(final_path)}.",
+                               suffix=".partial")
+    os.close(fd)
+    created.append(tmp)
+    return np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+
+
+def _progress(done, total, quiet):
+    if quiet:
+        return
+    width = 30
+    filled = width * done // total
+    sys.stderr.write(f"\rcgru run [{'#' * filled}{'.' * (width - filled)}] "
+                     f"{done}/{total} sequences")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def run_model(args):
+    from . import load
+    from ._threads import use_threads
+    from .gru import GRU
+    from .packing import pack_padded_sequence, pad_packed_sequence
+
+    try:
+        model = load(args.model)
+    except FileNotFoundError:
+        raise CommandError(f"model {args.model}: no such file") from None
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    if not isinstance(model, GRU):
+        raise CommandError(f"model {args.model} is a {type(model).__name__}; `cgru run` runs GRU "
+                           "models over sequences")
+    x, lengths, seq_len, batch = _checked_inputs(args, model)
+    model.eval()
+    model.batch_first = args.batch_first
+    out_width = model.num_directions * model.hidden_size
+    row_bytes = seq_len * (model.input_size + out_width) * model.dtype.itemsize
+    step = args.batch_size or max(1, _BATCH_BYTES // row_bytes)
+    quiet = args.quiet or not sys.stderr.isatty()
+
+    created = []
+    try:
+        out_shape = (batch, seq_len, out_width) if args.batch_first else (seq_len, batch, out_width)
+        output = _temporary_memmap(args.output, out_shape, model.dtype, created)
+        h_out = None
+        if args.hidden_out:
+            h_out = _temporary_memmap(args.hidden_out, (model.num_directions * model.num_layers,
+                                                        batch, model.hidden_size),
+                                      model.dtype, created)
+        with use_threads(args.threads) if args.threads else contextlib.nullcontext():
+            for b0 in range(0, batch, step):
+                b1 = min(b0 + step, batch)
+                rows = slice(b0, b1)
+                xb = np.ascontiguousarray(x[rows] if args.batch_first else x[:, rows])
+                if lengths is None:
+                    out, h_n = model(xb)
+                else:
+                    packed = pack_padded_sequence(xb, lengths[rows], batch_first=args.batch_first,
+                                                  enforce_sorted=False)
+                    out, h_n = model(packed)
+                    out, _ = pad_packed_sequence(out, batch_first=args.batch_first,
+                                                 total_length=seq_len)
+                if args.batch_first:
+                    output[rows] = out
+                else:
+                    output[:, rows] = out
+                if h_out is not None:
+                    h_out[:, rows] = h_n
+                _progress(b1, batch, quiet)
+        finals = [args.output] + ([args.hidden_out] if args.hidden_out else [])
+        for array in (output, h_out):
+            if array is not None:
+                array.flush()
+        del output, h_out
+        for tmp, final in zip(created, finals):
+            os.replace(tmp, final)
+        created.clear()
+    finally:
+        for tmp in created:        # a failed run leaves no partial file behind
+            if os.path.exists(tmp):
+                os.unlink(tmp)
