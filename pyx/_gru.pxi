@@ -37,8 +37,9 @@ from libc.string cimport memcpy
 
 
 from _blas cimport gemm_nn
-from _inner cimport (CGRU_PANEL_ROWS, cgru_gate_block_d, cgru_gate_block_f,
-                     cgru_panel_product_d, cgru_panel_product_f)
+from _inner cimport (CGRU_PANEL_ROWS, CGRU_PANEL_ROWS_D, CGRU_PANEL_ROWS_F,
+                     cgru_gate_block_d, cgru_gate_block_f, cgru_panel_product_d,
+                     cgru_panel_product_f)
 from _openmp cimport CGRU_OPENMP, cgru_barrier, omp_get_num_threads, omp_get_thread_num
 
 UNIT_BLOCK = 16          # hidden units per gate-column block; cgru/_layout.py reads it here
@@ -62,6 +63,14 @@ cdef inline void _split(int n, int parts, int part, int *start, int *stop) noexc
     """Contiguous share `part` of range(n) cut into `parts` near-equal pieces."""
     start[0] = <int> ((<int64_t> n * part) // parts)
     stop[0] = <int> ((<int64_t> n * (part + 1)) // parts)
+
+
+cdef inline int _panel_rows(const floating *dtype_only) noexcept nogil:
+    """Rows the register-blocked product handles at once for this dtype and build."""
+    if floating is float:
+        return CGRU_PANEL_ROWS_F
+    else:
+        return CGRU_PANEL_ROWS_D
 
 
 cdef inline void _panel_product(int rows, int k, const floating *h, long ldh,
@@ -110,7 +119,7 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
             panel = panels__kh48 + <int64_t> k * hidden * _PANEL
             b = b0
             while b < b1:
-                rows = min(CGRU_PANEL_ROWS, b1 - b)
+                rows = min(_panel_rows(h_prev__nh), b1 - b)
                 _panel_product(rows, hidden, h_prev__nh + <int64_t> b * hidden, hidden, panel,
                                acc__r48)
                 for m in range(rows):
@@ -150,7 +159,7 @@ cdef void _panel_projection(const Shape *shape, int rows, const floating *x__ri,
         u = min(_UB, hidden - u0)
         b = 0
         while b < rows:
-            group = min(CGRU_PANEL_ROWS, rows - b)
+            group = min(_panel_rows(x__ri), rows - b)
             _panel_product(group, shape.input_size, x__ri + <int64_t> b * shape.input_size,
                            shape.input_size,
                            panels__ki48 + <int64_t> k * shape.input_size * _PANEL, acc__r48)

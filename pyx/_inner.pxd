@@ -87,12 +87,16 @@ cdef extern from *:
        the compiler can unroll them completely (4 x 48 floats fit AVX-512's 32 registers, 2 x 48
        AVX2's 16; a run-time row count made GCC keep the accumulators on the stack). */
     #if defined(__AVX512F__)
-    #define CGRU_PANEL_ROWS 8      /* 24 of AVX-512's 32 registers accumulate */
+    #define CGRU_PANEL_ROWS_F 8    /* 8 x 3 = 24 of AVX-512's 32 registers accumulate */
+    #define CGRU_PANEL_ROWS_D 4    /* 4 x 6 = 24: a double row of 48 takes 6 registers */
     #elif defined(__AVX2__)
-    #define CGRU_PANEL_ROWS 2
+    #define CGRU_PANEL_ROWS_F 2
+    #define CGRU_PANEL_ROWS_D 1
     #else
-    #define CGRU_PANEL_ROWS 1      /* SSE2's 16 registers hold one row of 48 floats */
+    #define CGRU_PANEL_ROWS_F 1    /* SSE2's 16 registers hold one row of 48 floats */
+    #define CGRU_PANEL_ROWS_D 1
     #endif
+    #define CGRU_PANEL_ROWS CGRU_PANEL_ROWS_F   /* the most of either: sizes the buffers */
     #define CGRU_PANEL 48
     /* S independent partial sums over k per accumulator: with one or two rows, a single chain
        of FMAs per register waits on the FMA latency (4 cycles) every step of k; two chains
@@ -127,20 +131,20 @@ cdef extern from *:
                 acc[m * CGRU_PANEL + c] = total;                                              \
             }                                                                                 \
     }
-    #define CGRU_PANEL_PRODUCT(T, NAME)                                                       \
+    #define CGRU_PANEL_PRODUCT(T, NAME, MAX_ROWS)                                             \
     CGRU_PANEL_ROWS_KERNEL(T, NAME##_8, 8, 1)                                                 \
     CGRU_PANEL_ROWS_KERNEL(T, NAME##_4, 4, 1)                                                 \
     CGRU_PANEL_ROWS_KERNEL(T, NAME##_2, 2, 2)                                                 \
     CGRU_PANEL_ROWS_KERNEL(T, NAME##_1, 1, 4)                                                 \
-    /* rows <= CGRU_PANEL_ROWS */                                                             \
+    /* rows <= MAX_ROWS */                                                                    \
     static inline void NAME(int rows, int K, const T *restrict h, long ldh,                   \
                             const T *restrict panel, T *restrict acc) {                        \
-        if (CGRU_PANEL_ROWS >= 8 && rows == 8) { NAME##_8(K, h, ldh, panel, acc); return; }   \
-        for (; CGRU_PANEL_ROWS >= 4 && rows >= 4; rows -= 4) {                                \
+        if (MAX_ROWS >= 8 && rows == 8) { NAME##_8(K, h, ldh, panel, acc); return; }          \
+        for (; MAX_ROWS >= 4 && rows >= 4; rows -= 4) {                                       \
             NAME##_4(K, h, ldh, panel, acc);                                                  \
             h += 4 * ldh; acc += 4 * CGRU_PANEL;                                              \
         }                                                                                     \
-        for (; CGRU_PANEL_ROWS >= 2 && rows >= 2; rows -= 2) {                                \
+        for (; MAX_ROWS >= 2 && rows >= 2; rows -= 2) {                                       \
             NAME##_2(K, h, ldh, panel, acc);                                                  \
             h += 2 * ldh; acc += 2 * CGRU_PANEL;                                              \
         }                                                                                     \
@@ -149,14 +153,16 @@ cdef extern from *:
             h += ldh; acc += CGRU_PANEL;                                                      \
         }                                                                                     \
     }
-    CGRU_PANEL_PRODUCT(float, cgru_panel_product_f)
-    CGRU_PANEL_PRODUCT(double, cgru_panel_product_d)
+    CGRU_PANEL_PRODUCT(float, cgru_panel_product_f, CGRU_PANEL_ROWS_F)
+    CGRU_PANEL_PRODUCT(double, cgru_panel_product_d, CGRU_PANEL_ROWS_D)
     """
     float cgru_sigmoidf(float x) noexcept nogil
     double cgru_sigmoid(double x) noexcept nogil
     float cgru_tanhf(float x) noexcept nogil
     double cgru_tanh(double x) noexcept nogil
     int CGRU_PANEL_ROWS
+    int CGRU_PANEL_ROWS_F
+    int CGRU_PANEL_ROWS_D
     void cgru_gate_block_f(int u, const float *gi, int si, const float *gh, int sh,
                            const float *bias_gi, const float *bias_hn, const float *h_prev,
                            float *h_next) noexcept nogil
