@@ -19,6 +19,10 @@ PANEL_MAX_ROWS = 128
 # per step), else the hidden units of every step (each thread keeps its slice of W_hh in its
 # cache, one barrier per step). Batch 8 on 2 threads: rows 1.5 ms, units 1.9 ms (S3).
 MIN_ROWS_PER_THREAD = 2
+# Batches of at most this many sequences project their input step by step, in registers,
+# through the W_ih panels, instead of by one GEMM per block of steps: no projection buffer
+# (written, zeroed by BLAS and read back) and, when threads split sequences, no barrier at all.
+FUSE_MAX_ROWS = 128
 # Below this much work a call runs on one thread: opening a parallel region costs about 2 us,
 # more than a one-step call's whole compute (S1: 9 us on 2 threads, 7 us on 1).
 MIN_FLOPS_FOR_THREADS = 1 << 20
@@ -77,7 +81,8 @@ class LayerStack:
                 out = np.empty((rows, d * h), dtype=self.dtype)
                 self.run_layer(x, packed_layers[layer], batch_sizes,
                                h_n[layer * d:(layer + 1) * d], out, n_threads,
-                               steps_per_block, PANEL_MAX_ROWS, MIN_ROWS_PER_THREAD)
+                               steps_per_block, PANEL_MAX_ROWS, MIN_ROWS_PER_THREAD,
+                               FUSE_MAX_ROWS)
                 if dropout is not None and layer < self.num_layers - 1:
                     out = dropout(out)
                 x = out

@@ -57,6 +57,7 @@ cdef struct Shape:
     int64_t gi_rows          # rows of the input-projection workspace per direction
     int panel_max_rows       # tiles of at most this many rows use the W_hh panels, others BLAS
     int min_rows_per_thread  # a team splits the rows when each thread gets this many, else units
+    bint fused               # input projection computed per step from the W_ih panels
 
 
 cdef inline void _split(int n, int parts, int part, int *start, int *stop) noexcept nogil:
@@ -84,23 +85,27 @@ cdef inline void _panel_product(int rows, int k, const floating *h, long ldh,
 cdef inline void _gate_block(int u, const floating *gi, int si, const floating *gh, int sh,
                              const floating *bias_gi, const floating *bias_hn,
                              const floating *h_prev, floating *h_next) noexcept nogil:
+    """Gates of one block of u units of one row; bias_gi in the compact layout (stride u)."""
     if floating is float:
-        cgru_gate_block_f(u, gi, si, gh, sh, bias_gi, bias_hn, h_prev, h_next)
+        cgru_gate_block_f(u, gi, si, gh, sh, bias_gi, u, bias_hn, h_prev, h_next)
     else:
-        cgru_gate_block_d(u, gi, si, gh, sh, bias_gi, bias_hn, h_prev, h_next)
+        cgru_gate_block_d(u, gi, si, gh, sh, bias_gi, u, bias_hn, h_prev, h_next)
 
 
 cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
-                     const floating *gi__n3h, const floating *w_hh__h3h,
+                     const floating *gi__n3h, const floating *x__ni,
+                     const floating *ih_panels__ki48, const floating *w_hh__h3h,
                      const floating *panels__kh48, const floating *bias_gi__3h,
                      const floating *bias_hn__h, const floating *h_prev__nh,
                      floating *h_next__nh, floating *gh__n3h, floating *acc__r48,
                      floating *out__n, int ld_out) noexcept nogil:
     """Rows b0..b1, unit blocks k0..k1 of one step of one direction.
 
-    gi__n3h:  this step's input projections (bias not added), row b at gi__n3h + b * 3H.
+    gi__n3h:  this step's input projections (bias not added), row b at gi__n3h + b * 3H; or,
+              when the projection is fused (shape.fused), NULL, and x__ni this step's input
+              rows (row b at x__ni + b * I), projected here through the W_ih panels.
     gh__n3h:  workspace for the BLAS path's recurrent products, same layout.
-    acc__r48: this thread's PANEL_ROWS x 48 accumulators for the panel path.
+    acc__r48: this thread's 2 x PANEL_ROWS x 48 accumulators for the panel path.
     out__n:   this step's output rows, row b at out__n + b * ld_out.
     """
     cdef int hidden = shape.hidden
@@ -109,9 +114,10 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
     cdef int units_to = min(k1 * _UB, hidden)
     cdef int b, k, m, u0, u, rows, c0, c1
     cdef const floating *panel
+    cdef floating *acc_x = acc__r48 + CGRU_PANEL_ROWS * _PANEL
 
     if b1 - b0 <= shape.panel_max_rows:
-        # Small tile: register-blocked products against each W_hh panel, gates straight after,
+        # Small tile: register-blocked products against each panel, gates straight after,
         # while the products are still in cache.
         for k in range(k0, k1):
             u0 = k * _UB
@@ -122,11 +128,23 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
                 rows = min(_panel_rows(h_prev__nh), b1 - b)
                 _panel_product(rows, hidden, h_prev__nh + <int64_t> b * hidden, hidden, panel,
                                acc__r48)
+                if shape.fused:
+                    _panel_product(rows, shape.input_size,
+                                   x__ni + <int64_t> b * shape.input_size, shape.input_size,
+                                   ih_panels__ki48 + <int64_t> k * shape.input_size * _PANEL,
+                                   acc_x)
                 for m in range(rows):
-                    _gate_block(u, gi__n3h + <int64_t> (b + m) * g3 + 3 * u0, u,
-                                acc__r48 + m * _PANEL, _UB, bias_gi__3h + 3 * u0,
-                                bias_hn__h + u0, h_prev__nh + <int64_t> (b + m) * hidden + u0,
-                                h_next__nh + <int64_t> (b + m) * hidden + u0)
+                    if shape.fused:
+                        _gate_block(u, acc_x + m * _PANEL, _UB, acc__r48 + m * _PANEL, _UB,
+                                    bias_gi__3h + 3 * u0, bias_hn__h + u0,
+                                    h_prev__nh + <int64_t> (b + m) * hidden + u0,
+                                    h_next__nh + <int64_t> (b + m) * hidden + u0)
+                    else:
+                        _gate_block(u, gi__n3h + <int64_t> (b + m) * g3 + 3 * u0, u,
+                                    acc__r48 + m * _PANEL, _UB, bias_gi__3h + 3 * u0,
+                                    bias_hn__h + u0,
+                                    h_prev__nh + <int64_t> (b + m) * hidden + u0,
+                                    h_next__nh + <int64_t> (b + m) * hidden + u0)
                 b += rows
     else:
         # Large tile: one BLAS GEMM for the tile's columns, then the gate pass.
@@ -249,7 +267,9 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
             block_start = offsets[s0] if d == 0 else offsets[n_steps - s1]
             _split(<int> ((offsets[s1] if d == 0 else offsets[n_steps - s0]) - block_start),
                    team_size, team, &r0, &r1)
-            if r1 - r0 > shape.panel_max_rows:
+            if shape.fused:
+                pass            # projected step by step, inside _tile_step
+            elif r1 - r0 > shape.panel_max_rows:
                 gemm_nn(r1 - r0, g3, shape.input_size,
                         x__ri + (block_start + r0) * shape.input_size, shape.input_size,
                         w_ih__di3h + <int64_t> d * shape.input_size * g3, g3,
@@ -259,7 +279,7 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                                   ih_panels__dki48 + <int64_t> d * shape.n_blocks
                                   * shape.input_size * _PANEL,
                                   gi__dr3h + (d * shape.gi_rows + r0) * g3,
-                                  acc__tr48 + tid * CGRU_PANEL_ROWS * _PANEL)
+                                  acc__tr48 + 2 * tid * CGRU_PANEL_ROWS * _PANEL)
             if split_rows:
                 # this thread's sequences for the block: the block's first time step (in
                 # time order) has the most active rows
@@ -267,7 +287,8 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                 _balanced_rows(lengths, <int> batch_sizes[t_lo], t_lo,
                                s1 if d == 0 else n_steps - s0, team_size, team,
                                &own_b0[d], &own_b1[d])
-        cgru_barrier()
+        if not shape.fused:
+            cgru_barrier()      # the block's projections are complete
 
         for s in range(s0, s1):
             for d in range(d_first, d_last):
@@ -288,16 +309,20 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                 h_prev = h__d2nh + (<int64_t> (2 * d + s % 2) * batch) * hidden
                 h_next = h__d2nh + (<int64_t> (2 * d + (s + 1) % 2) * batch) * hidden
                 _tile_step(shape, b0, b1, k0, k1,
+                           NULL if shape.fused else
                            gi__dr3h + (d * shape.gi_rows + offsets[t] - block_start) * g3,
+                           x__ri + offsets[t] * shape.input_size,
+                           ih_panels__dki48 + <int64_t> d * shape.n_blocks
+                           * shape.input_size * _PANEL,
                            w_hh__dh3h + <int64_t> d * hidden * g3,
                            panels__dkh48 + <int64_t> d * shape.n_blocks * hidden * _PANEL,
                            bias_gi__d3h + <int64_t> d * g3, bias_hn__dh + <int64_t> d * hidden,
                            h_prev, h_next, gh__dn3h + <int64_t> d * batch * g3,
-                           acc__tr48 + tid * CGRU_PANEL_ROWS * _PANEL,
+                           acc__tr48 + 2 * tid * CGRU_PANEL_ROWS * _PANEL,
                            out__r2h + offsets[t] * ld_out + d * hidden, ld_out)
             if not split_rows:
                 cgru_barrier()
-        if split_rows and s1 < n_steps:
+        if split_rows and not shape.fused and s1 < n_steps:
             cgru_barrier()      # the next block's GEMM overwrites gi
         s0 = s1
 
@@ -351,9 +376,11 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
                             offsets[n_steps - t] - offsets[max(n_steps - t - spb, 0)])
         t += spb
 
+    if shape.fused:
+        shape.gi_rows = 1      # no projection workspace (one row keeps malloc from returning NULL)
     cdef floating *gi = <floating *> malloc(shape.n_dirs * shape.gi_rows * g3 * sizeof(floating))
     cdef floating *gh = <floating *> malloc(shape.n_dirs * shape.batch * g3 * sizeof(floating))
-    cdef floating *acc = <floating *> malloc(n_threads * CGRU_PANEL_ROWS * _PANEL
+    cdef floating *acc = <floating *> malloc(2 * n_threads * CGRU_PANEL_ROWS * _PANEL
                                              * sizeof(floating))
     cdef floating *h2 = <floating *> malloc(shape.n_dirs * 2 * state * sizeof(floating))
     if gi == NULL or gh == NULL or acc == NULL or h2 == NULL:
@@ -436,7 +463,8 @@ def gru_layer(const floating[:, ::1] x,
               int n_threads,
               int steps_per_block,
               int panel_max_rows,
-              int min_rows_per_thread):
+              int min_rows_per_thread,
+              int fuse_max_rows):
     """Run one GRU layer, all its directions, over packed time-major rows.
 
     Shapes, where R = sum(batch_sizes), L = len(batch_sizes), N = batch_sizes[0], D directions,
@@ -448,7 +476,9 @@ def gru_layer(const floating[:, ::1] x,
         out         (R, D*H)       written: every row's new hidden state, directions side by side
     steps_per_block bounds the input-projection workspace to about steps_per_block * N rows;
     tiles of at most panel_max_rows rows use the panels, larger ones BLAS; a team of threads
-    splits the sequences when each thread gets min_rows_per_thread of them, else hidden units.
+    splits the sequences when each thread gets min_rows_per_thread of them, else hidden units;
+    batches of at most fuse_max_rows rows project their input step by step through the W_ih
+    panels instead of one GEMM per block of steps.
     Shapes are not checked here: cgru/gru.py validates every argument before calling.
     """
     cdef Shape shape
@@ -463,6 +493,8 @@ def gru_layer(const floating[:, ::1] x,
     shape.n_blocks = weights.n_blocks
     shape.panel_max_rows = panel_max_rows
     shape.min_rows_per_thread = min_rows_per_thread
+    # the fused projection needs every tile on the panel path
+    shape.fused = shape.batch <= min(fuse_max_rows, panel_max_rows)
     shape.steps_per_block = max(1, min(steps_per_block, shape.n_steps))
     n_threads = max(1, min(n_threads, shape.n_dirs * max(shape.batch, shape.n_blocks)))
     with nogil:

@@ -63,16 +63,16 @@ cdef extern from *:
 
     /* The fused gate pass over one block of u <= 16 hidden units of one row.
        gi: input products [r | z | n], gate g at gi + g * si; gh: recurrent products, gate g at
-       gh + g * sh; bias_gi like gi (b_ih + b_hh for r and z, b_in for n); bias_hn (u);
-       h_prev, h_next (u). */
+       gh + g * sh; bias_gi: b_ih + b_hh for r and z, b_in for n, gate g at bias_gi + g * sb;
+       bias_hn (u); h_prev, h_next (u). */
     #define CGRU_GATE_BLOCK(T, NAME, SIGMOID, TANH)                                          \
     static inline void NAME(int u, const T *restrict gi, int si, const T *restrict gh, int sh, \
-                            const T *restrict bias_gi, const T *restrict bias_hn,             \
+                            const T *restrict bias_gi, int sb, const T *restrict bias_hn,     \
                             const T *restrict h_prev, T *restrict h_next) {                   \
         for (int j = 0; j < u; j++) {                                                         \
             T r = SIGMOID(gi[j] + bias_gi[j] + gh[j]);                                        \
-            T z = SIGMOID(gi[si + j] + bias_gi[si + j] + gh[sh + j]);                         \
-            T n = TANH(gi[2 * si + j] + bias_gi[2 * si + j] + r * (gh[2 * sh + j] + bias_hn[j])); \
+            T z = SIGMOID(gi[si + j] + bias_gi[sb + j] + gh[sh + j]);                         \
+            T n = TANH(gi[2 * si + j] + bias_gi[2 * sb + j] + r * (gh[2 * sh + j] + bias_hn[j])); \
             /* h' = (1 - z) * n + z * h, written as ATen's CPU cell writes it */              \
             h_next[j] = n + z * (h_prev[j] - n);                                              \
         }                                                                                     \
@@ -164,11 +164,11 @@ cdef extern from *:
     int CGRU_PANEL_ROWS_F
     int CGRU_PANEL_ROWS_D
     void cgru_gate_block_f(int u, const float *gi, int si, const float *gh, int sh,
-                           const float *bias_gi, const float *bias_hn, const float *h_prev,
-                           float *h_next) noexcept nogil
+                           const float *bias_gi, int sb, const float *bias_hn,
+                           const float *h_prev, float *h_next) noexcept nogil
     void cgru_gate_block_d(int u, const double *gi, int si, const double *gh, int sh,
-                           const double *bias_gi, const double *bias_hn, const double *h_prev,
-                           double *h_next) noexcept nogil
+                           const double *bias_gi, int sb, const double *bias_hn,
+                           const double *h_prev, double *h_next) noexcept nogil
     void cgru_panel_product_f(int rows, int K, const float *h, long ldh, const float *panel,
                               float *acc) noexcept nogil
     void cgru_panel_product_d(int rows, int K, const double *h, long ldh, const double *panel,

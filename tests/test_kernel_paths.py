@@ -1,0 +1,45 @@
+"""Every path through the kernel gives the reference's results: the input projection fused into
+the step or done by block GEMMs, the recurrent product from panels or from BLAS, rows or hidden
+units split across threads. The size thresholds in cgru/_run.py pick one per call; here each
+combination is forced on the same inputs."""
+import itertools
+
+import numpy as np
+import pytest
+
+import cgru
+from cgru import _run
+from conftest import assert_close
+from reference import gru_reference
+
+PATHS = {  # name: (FUSE_MAX_ROWS, PANEL_MAX_ROWS, MIN_ROWS_PER_THREAD)
+    "fused": (10**6, 10**6, 2),
+    "gemm+panels": (0, 10**6, 2),
+    "gemm+blas": (0, 0, 2),
+    "units split": (10**6, 10**6, 10**6),
+}
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_paths_match_reference(monkeypatch, rng, path, dtype):
+    fuse, panel, min_rows = PATHS[path]
+    monkeypatch.setattr(_run, "FUSE_MAX_ROWS", fuse)
+    monkeypatch.setattr(_run, "PANEL_MAX_ROWS", panel)
+    monkeypatch.setattr(_run, "MIN_ROWS_PER_THREAD", min_rows)
+    for (batch, hidden, bidirectional), threads in itertools.product(
+            [(1, 20, False), (7, 33, True), (19, 16, False)], [1, 2, 3]):
+        gru = cgru.GRU(5, hidden, 2, bidirectional=bidirectional, dtype=dtype, seed=batch)
+        d = 2 if bidirectional else 1
+        lengths = np.sort(rng.integers(1, 9, size=batch))[::-1]
+        x = rng.standard_normal((int(lengths[0]), batch, 5)).astype(dtype)
+        hx = rng.standard_normal((2 * d, batch, hidden)).astype(dtype)
+        with cgru.use_threads(threads):
+            dense = gru(x, hx)
+            packed_out, packed_h = gru(cgru.pack_padded_sequence(x, lengths), hx)
+        ref_out, ref_h = gru_reference(gru.state_dict(), x, hx, 2, bidirectional)
+        assert_close(dense[0], ref_out, dtype)
+        assert_close(dense[1], ref_h, dtype)
+        ref_out, ref_h = gru_reference(gru.state_dict(), x, hx, 2, bidirectional, lengths)
+        assert_close(cgru.pad_packed_sequence(packed_out)[0], ref_out, dtype)
+        assert_close(packed_h, ref_h, dtype)
