@@ -13,8 +13,10 @@ from ._threads import blas_single_threaded, get_num_threads
 PROJECTION_WORKSPACE_BYTES = 4 << 20
 # Tiles of at most this many rows multiply by the register-blocked W_hh panels, larger ones by
 # a BLAS GEMM: on the development machine (AVX-512, 1 thread) the panels were 1.1-4.5x faster
-# than OpenBLAS from 2 to 128 rows at H = 256 and 512, and 0.9-1.4x at H = 128.
-PANEL_MAX_ROWS = 128
+# than OpenBLAS from 2 to 128 rows at H = 256 and 512, 0.9-1.4x at H = 128, and (k-blocked,
+# projection fused) 3-5% faster at 256 rows, H = 512 (S6), where OpenBLAS spends 12% of its
+# time re-packing the weights on every call.
+PANEL_MAX_ROWS = 256
 # A team of threads splits the sequences when each thread gets at least this many (no barrier
 # per step), else the hidden units of every step (each thread keeps its slice of W_hh in its
 # cache, one barrier per step). Batch 8 on 2 threads: rows 1.5 ms, units 1.9 ms (S3).
@@ -22,7 +24,7 @@ MIN_ROWS_PER_THREAD = 2
 # Batches of at most this many sequences project their input step by step, in registers,
 # through the W_ih panels, instead of by one GEMM per block of steps: no projection buffer
 # (written, zeroed by BLAS and read back) and, when threads split sequences, no barrier at all.
-FUSE_MAX_ROWS = 128
+FUSE_MAX_ROWS = 256
 # Below this much work a call runs on one thread: opening a parallel region costs about 2 us,
 # more than a one-step call's whole compute (S1: 9 us on 2 threads, 7 us on 1).
 MIN_FLOPS_FOR_THREADS = 1 << 20

@@ -50,6 +50,7 @@ PANEL_ROWS = CGRU_PANEL_ROWS
 cdef enum:
     _UB = 16
     _PANEL = 48
+    _K_CHUNK = 128      # float rows of a panel chunk kept in L1: 128 x 48 x 4 B = 24 KB
 
 
 cdef struct Shape:
@@ -58,6 +59,7 @@ cdef struct Shape:
     int panel_max_rows       # tiles of at most this many rows use the W_hh panels, others BLAS
     int min_rows_per_thread  # a team splits the rows when each thread gets this many, else units
     bint fused               # input projection computed per step from the W_ih panels
+    int acc_rows             # rows of a thread's panel accumulators: the largest panel tile
 
 
 cdef inline void _split(int n, int parts, int part, int *start, int *stop) noexcept nogil:
@@ -77,9 +79,35 @@ cdef inline int _panel_rows(const floating *dtype_only) noexcept nogil:
 cdef inline void _panel_product(int rows, int k, const floating *h, long ldh,
                                 const floating *panel, floating *acc) noexcept nogil:
     if floating is float:
-        cgru_panel_product_f(rows, k, h, ldh, panel, acc)
+        cgru_panel_product_f(rows, k, h, ldh, panel, acc, 0)
     else:
-        cgru_panel_product_d(rows, k, h, ldh, panel, acc)
+        cgru_panel_product_d(rows, k, h, ldh, panel, acc, 0)
+
+
+cdef void _tile_product(int b0, int b1, int depth, const floating *h, long ldh,
+                        const floating *panel, floating *acc__r48) noexcept nogil:
+    """acc[b - b0] = h[b] @ panel for rows b0..b1, k-blocked: a chunk of the panel (24 KB)
+    stays in L1 while every row group of the tile uses it, where a whole K x 48 panel (96 KB
+    at K = 512) was re-read from L2 by each group of rows."""
+    cdef int kc, kn, b, rows
+    cdef int chunk = _K_CHUNK if floating is float else _K_CHUNK // 2
+    cdef int group = CGRU_PANEL_ROWS_F if floating is float else CGRU_PANEL_ROWS_D
+    kc = 0
+    while kc < depth:
+        kn = min(chunk, depth - kc)
+        b = b0
+        while b < b1:
+            rows = min(group, b1 - b)
+            if floating is float:
+                cgru_panel_product_f(rows, kn, h + <int64_t> b * ldh + kc, ldh,
+                                     panel + <int64_t> kc * _PANEL,
+                                     acc__r48 + <int64_t> (b - b0) * _PANEL, kc > 0)
+            else:
+                cgru_panel_product_d(rows, kn, h + <int64_t> b * ldh + kc, ldh,
+                                     panel + <int64_t> kc * _PANEL,
+                                     acc__r48 + <int64_t> (b - b0) * _PANEL, kc > 0)
+            b += rows
+        kc += kn
 
 
 cdef inline void _gate_block(int u, const floating *gi, int si, const floating *gh, int sh,
@@ -105,7 +133,7 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
               when the projection is fused (shape.fused), NULL, and x__ni this step's input
               rows (row b at x__ni + b * I), projected here through the W_ih panels.
     gh__n3h:  workspace for the BLAS path's recurrent products, same layout.
-    acc__r48: this thread's 2 x PANEL_ROWS x 48 accumulators for the panel path.
+    acc__r48: this thread's 2 x acc_rows x 48 accumulators for the panel path.
     out__n:   this step's output rows, row b at out__n + b * ld_out.
     """
     cdef int hidden = shape.hidden
@@ -114,38 +142,27 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
     cdef int units_to = min(k1 * _UB, hidden)
     cdef int b, k, m, u0, u, rows, c0, c1
     cdef const floating *panel
-    cdef floating *acc_x = acc__r48 + CGRU_PANEL_ROWS * _PANEL
+    cdef floating *acc_x = acc__r48 + <int64_t> shape.acc_rows * _PANEL
 
     if b1 - b0 <= shape.panel_max_rows:
-        # Small tile: register-blocked products against each panel, gates straight after,
-        # while the products are still in cache.
+        # Register-blocked products against each unit block's panels, the gates straight
+        # after, while the products are still in cache.
         for k in range(k0, k1):
             u0 = k * _UB
             u = min(_UB, hidden - u0)
-            panel = panels__kh48 + <int64_t> k * hidden * _PANEL
-            b = b0
-            while b < b1:
-                rows = min(_panel_rows(h_prev__nh), b1 - b)
-                _panel_product(rows, hidden, h_prev__nh + <int64_t> b * hidden, hidden, panel,
-                               acc__r48)
-                if shape.fused:
-                    _panel_product(rows, shape.input_size,
-                                   x__ni + <int64_t> b * shape.input_size, shape.input_size,
-                                   ih_panels__ki48 + <int64_t> k * shape.input_size * _PANEL,
-                                   acc_x)
-                for m in range(rows):
-                    if shape.fused:
-                        _gate_block(u, acc_x + m * _PANEL, _UB, acc__r48 + m * _PANEL, _UB,
-                                    bias_gi__3h + 3 * u0, bias_hn__h + u0,
-                                    h_prev__nh + <int64_t> (b + m) * hidden + u0,
-                                    h_next__nh + <int64_t> (b + m) * hidden + u0)
-                    else:
-                        _gate_block(u, gi__n3h + <int64_t> (b + m) * g3 + 3 * u0, u,
-                                    acc__r48 + m * _PANEL, _UB, bias_gi__3h + 3 * u0,
-                                    bias_hn__h + u0,
-                                    h_prev__nh + <int64_t> (b + m) * hidden + u0,
-                                    h_next__nh + <int64_t> (b + m) * hidden + u0)
-                b += rows
+            _tile_product(b0, b1, hidden, h_prev__nh, hidden,
+                          panels__kh48 + <int64_t> k * hidden * _PANEL, acc__r48)
+            if shape.fused:
+                _tile_product(b0, b1, shape.input_size, x__ni, shape.input_size,
+                              ih_panels__ki48 + <int64_t> k * shape.input_size * _PANEL, acc_x)
+            for b in range(b0, b1):
+                _gate_block(u, acc_x + <int64_t> (b - b0) * _PANEL if shape.fused
+                            else gi__n3h + <int64_t> b * g3 + 3 * u0,
+                            _UB if shape.fused else u,
+                            acc__r48 + <int64_t> (b - b0) * _PANEL, _UB,
+                            bias_gi__3h + 3 * u0, bias_hn__h + u0,
+                            h_prev__nh + <int64_t> b * hidden + u0,
+                            h_next__nh + <int64_t> b * hidden + u0)
     else:
         # Large tile: one BLAS GEMM for the tile's columns, then the gate pass.
         c0 = 3 * units_from              # a block's columns start at 3 * u0: earlier blocks are full
@@ -279,7 +296,7 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                                   ih_panels__dki48 + <int64_t> d * shape.n_blocks
                                   * shape.input_size * _PANEL,
                                   gi__dr3h + (d * shape.gi_rows + r0) * g3,
-                                  acc__tr48 + 2 * tid * CGRU_PANEL_ROWS * _PANEL)
+                                  acc__tr48 + 2 * tid * shape.acc_rows * _PANEL)
             if split_rows:
                 # this thread's sequences for the block: the block's first time step (in
                 # time order) has the most active rows
@@ -318,7 +335,7 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                            panels__dkh48 + <int64_t> d * shape.n_blocks * hidden * _PANEL,
                            bias_gi__d3h + <int64_t> d * g3, bias_hn__dh + <int64_t> d * hidden,
                            h_prev, h_next, gh__dn3h + <int64_t> d * batch * g3,
-                           acc__tr48 + 2 * tid * CGRU_PANEL_ROWS * _PANEL,
+                           acc__tr48 + 2 * tid * <int64_t> shape.acc_rows * _PANEL,
                            out__r2h + offsets[t] * ld_out + d * hidden, ld_out)
             if not split_rows:
                 cgru_barrier()
@@ -380,7 +397,8 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
         shape.gi_rows = 1      # no projection workspace (one row keeps malloc from returning NULL)
     cdef floating *gi = <floating *> malloc(shape.n_dirs * shape.gi_rows * g3 * sizeof(floating))
     cdef floating *gh = <floating *> malloc(shape.n_dirs * shape.batch * g3 * sizeof(floating))
-    cdef floating *acc = <floating *> malloc(2 * n_threads * CGRU_PANEL_ROWS * _PANEL
+    shape.acc_rows = max(CGRU_PANEL_ROWS, min(shape.batch, shape.panel_max_rows))
+    cdef floating *acc = <floating *> malloc(2 * n_threads * shape.acc_rows * _PANEL
                                              * sizeof(floating))
     cdef floating *h2 = <floating *> malloc(shape.n_dirs * 2 * state * sizeof(floating))
     if gi == NULL or gh == NULL or acc == NULL or h2 == NULL:

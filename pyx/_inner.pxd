@@ -103,11 +103,12 @@ cdef extern from *:
        halve that (batch-1 steps 1.4x faster here). */
     #define CGRU_PANEL_ROWS_KERNEL(T, NAME, R, S)                                             \
     static inline void NAME(int K, const T *restrict h, long ldh, const T *restrict panel,    \
-                            T *restrict acc) {                                                \
+                            T *restrict acc, int accumulate) {                                \
         T a[S][R][CGRU_PANEL];                                                                \
         for (int s = 0; s < S; s++)                                                           \
             for (int m = 0; m < R; m++)                                                       \
-                for (int c = 0; c < CGRU_PANEL; c++) a[s][m][c] = 0;                          \
+                for (int c = 0; c < CGRU_PANEL; c++)                                          \
+                    a[s][m][c] = (s == 0 && accumulate) ? acc[m * CGRU_PANEL + c] : 0;        \
         int k = 0;                                                                            \
         for (; k + S <= K; k += S)                                                            \
             for (int s = 0; s < S; s++) {                                                     \
@@ -136,20 +137,20 @@ cdef extern from *:
     CGRU_PANEL_ROWS_KERNEL(T, NAME##_4, 4, 1)                                                 \
     CGRU_PANEL_ROWS_KERNEL(T, NAME##_2, 2, 2)                                                 \
     CGRU_PANEL_ROWS_KERNEL(T, NAME##_1, 1, 4)                                                 \
-    /* rows <= MAX_ROWS */                                                                    \
+    /* rows <= MAX_ROWS; accumulate: add to acc instead of overwriting it */                  \
     static inline void NAME(int rows, int K, const T *restrict h, long ldh,                   \
-                            const T *restrict panel, T *restrict acc) {                        \
-        if (MAX_ROWS >= 8 && rows == 8) { NAME##_8(K, h, ldh, panel, acc); return; }          \
+                            const T *restrict panel, T *restrict acc, int accumulate) {        \
+        if (MAX_ROWS >= 8 && rows == 8) { NAME##_8(K, h, ldh, panel, acc, accumulate); return; } \
         for (; MAX_ROWS >= 4 && rows >= 4; rows -= 4) {                                       \
-            NAME##_4(K, h, ldh, panel, acc);                                                  \
+            NAME##_4(K, h, ldh, panel, acc, accumulate);                                      \
             h += 4 * ldh; acc += 4 * CGRU_PANEL;                                              \
         }                                                                                     \
         for (; MAX_ROWS >= 2 && rows >= 2; rows -= 2) {                                       \
-            NAME##_2(K, h, ldh, panel, acc);                                                  \
+            NAME##_2(K, h, ldh, panel, acc, accumulate);                                      \
             h += 2 * ldh; acc += 2 * CGRU_PANEL;                                              \
         }                                                                                     \
         for (; rows >= 1; rows--) {                                                           \
-            NAME##_1(K, h, ldh, panel, acc);                                                  \
+            NAME##_1(K, h, ldh, panel, acc, accumulate);                                      \
             h += ldh; acc += CGRU_PANEL;                                                      \
         }                                                                                     \
     }
@@ -170,6 +171,6 @@ cdef extern from *:
                            const double *bias_gi, int sb, const double *bias_hn,
                            const double *h_prev, double *h_next) noexcept nogil
     void cgru_panel_product_f(int rows, int K, const float *h, long ldh, const float *panel,
-                              float *acc) noexcept nogil
+                              float *acc, int accumulate) noexcept nogil
     void cgru_panel_product_d(int rows, int K, const double *h, long ldh, const double *panel,
-                              double *acc) noexcept nogil
+                              double *acc, int accumulate) noexcept nogil
