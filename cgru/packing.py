@@ -88,7 +88,9 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
                              f"sequence length being {max_len}")
         max_len = int(total_length)
     batch = int(batch_sizes[0])
-    padded = np.full((max_len, batch) + data.shape[1:], padding_value, dtype=data.dtype)
+    shape = (max_len, batch) + data.shape[1:]
+    padded = (np.zeros(shape, dtype=data.dtype) if padding_value == 0    # calloc: no fill pass
+              else np.full(shape, padding_value, dtype=data.dtype))
     lengths = (batch_sizes[None, :] > np.arange(batch)[:, None]).sum(axis=1).astype(np.int64)
     steps, sequences = _packed_positions(lengths, sorted_indices)
     padded[steps, sequences] = data       # one scatter, straight into the caller's order

@@ -23,11 +23,14 @@
 #     product of small tiles: BLAS re-packs its operand on every call, which dominates at small
 #     batch (and its call overhead dominates one-step calls).
 #
+# State: h(t) is written once, into the output rows of step t, and step t+1 reads it there
+# (a reverse sequence that has not started yet reads h_0); h_n is gathered at the end.
+#
 # Threads: with two directions and two or more threads, the directions run on separate teams
-# (thread id modulo 2) in lock-step. Within a direction, a team splits the active rows when there
-# are enough of them, and the hidden-unit blocks otherwise (small batches: each thread then keeps
-# its slice of W_hh in its own cache). The hidden state is double-buffered so that one barrier per
-# step separates reading h(t-1) from writing h(t).
+# (thread id modulo 2) in lock-step. Within a direction, a team splits the sequences when there
+# are enough of them (fixed slices per block of steps: no barrier per step), and the hidden-unit
+# blocks otherwise (small batches: each thread keeps its slice of W_hh in its own cache, one
+# barrier per step).
 
 from cython cimport floating
 from cython.parallel cimport parallel
@@ -124,9 +127,9 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
                      const floating *gi__n3h, const floating *x__ni,
                      const floating *ih_panels__ki48, const floating *w_hh__h3h,
                      const floating *panels__kh48, const floating *bias_gi__3h,
-                     const floating *bias_hn__h, const floating *h_prev__nh,
-                     floating *h_next__nh, floating *gh__n3h, floating *acc__r48,
-                     floating *out__n, int ld_out) noexcept nogil:
+                     const floating *bias_hn__h, const floating *h_prev, int ld_prev,
+                     floating *h_next, int ld_next, floating *gh__n3h,
+                     floating *acc__r48) noexcept nogil:
     """Rows b0..b1, unit blocks k0..k1 of one step of one direction.
 
     gi__n3h:  this step's input projections (bias not added), row b at gi__n3h + b * 3H; or,
@@ -134,7 +137,8 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
               rows (row b at x__ni + b * I), projected here through the W_ih panels.
     gh__n3h:  workspace for the BLAS path's recurrent products, same layout.
     acc__r48: this thread's 2 x acc_rows x 48 accumulators for the panel path.
-    out__n:   this step's output rows, row b at out__n + b * ld_out.
+    h_prev:   h(t-1), row b at h_prev + b * ld_prev (the previous step's output rows, or h_0).
+    h_next:   this step's output rows, row b at h_next + b * ld_next: the state lives there.
     """
     cdef int hidden = shape.hidden
     cdef int g3 = 3 * hidden
@@ -150,7 +154,7 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
         for k in range(k0, k1):
             u0 = k * _UB
             u = min(_UB, hidden - u0)
-            _tile_product(b0, b1, hidden, h_prev__nh, hidden,
+            _tile_product(b0, b1, hidden, h_prev, ld_prev,
                           panels__kh48 + <int64_t> k * hidden * _PANEL, acc__r48)
             if shape.fused:
                 _tile_product(b0, b1, shape.input_size, x__ni, shape.input_size,
@@ -161,13 +165,13 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
                             _UB if shape.fused else u,
                             acc__r48 + <int64_t> (b - b0) * _PANEL, _UB,
                             bias_gi__3h + 3 * u0, bias_hn__h + u0,
-                            h_prev__nh + <int64_t> b * hidden + u0,
-                            h_next__nh + <int64_t> b * hidden + u0)
+                            h_prev + <int64_t> b * ld_prev + u0,
+                            h_next + <int64_t> b * ld_next + u0)
     else:
         # Large tile: one BLAS GEMM for the tile's columns, then the gate pass.
         c0 = 3 * units_from              # a block's columns start at 3 * u0: earlier blocks are full
         c1 = 3 * units_to
-        gemm_nn(b1 - b0, c1 - c0, hidden, h_prev__nh + <int64_t> b0 * hidden, hidden,
+        gemm_nn(b1 - b0, c1 - c0, hidden, h_prev + <int64_t> b0 * ld_prev, ld_prev,
                 w_hh__h3h + c0, g3, 0.0, gh__n3h + <int64_t> b0 * g3 + c0, g3)
         for b in range(b0, b1):
             for k in range(k0, k1):
@@ -175,12 +179,8 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
                 u = min(_UB, hidden - u0)
                 _gate_block(u, gi__n3h + <int64_t> b * g3 + 3 * u0, u,
                             gh__n3h + <int64_t> b * g3 + 3 * u0, u, bias_gi__3h + 3 * u0,
-                            bias_hn__h + u0, h_prev__nh + <int64_t> b * hidden + u0,
-                            h_next__nh + <int64_t> b * hidden + u0)
-    for b in range(b0, b1):
-        memcpy(out__n + <int64_t> b * ld_out + units_from,
-               h_next__nh + <int64_t> b * hidden + units_from,
-               (units_to - units_from) * sizeof(floating))
+                            bias_hn__h + u0, h_prev + <int64_t> b * ld_prev + u0,
+                            h_next + <int64_t> b * ld_next + u0)
 
 
 cdef void _panel_projection(const Shape *shape, int rows, const floating *x__ri,
@@ -231,7 +231,7 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                   const floating *w_ih__di3h, const floating *ih_panels__dki48,
                   const floating *w_hh__dh3h, const floating *panels__dkh48,
                   const floating *bias_gi__d3h, const floating *bias_hn__dh,
-                  floating *gi__dr3h, floating *gh__dn3h, floating *h__d2nh,
+                  floating *gi__dr3h, floating *gh__dn3h, const floating *h0__dnh,
                   floating *acc__tr48) noexcept nogil:
     """The whole schedule of thread `tid` of `n_threads` for one layer.
 
@@ -241,7 +241,8 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
     Per-step barriers made 2-thread calls 20x slower whenever another process or thread pool
     held a core (the waiting thread sleeps through the other's time slice, every step).
     Unit split (a few sequences): the team splits the hidden units of every step, and a
-    barrier per step separates reading h(t-1) from writing h(t) (double-buffered).
+    barrier per step separates reading h(t-1) from writing h(t) (they are different output
+    rows: the state lives in the output, h(t-1) in step t-1's rows, so nothing is copied).
     """
     cdef int n_dirs = shape.n_dirs
     cdef int n_steps = shape.n_steps
@@ -255,8 +256,9 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
     cdef int64_t block_start
     cdef int own_b0[2]
     cdef int own_b1[2]
-    cdef floating *h_prev
-    cdef floating *h_next
+    cdef int tp, cont
+    cdef const floating *h_out
+    cdef const floating *h_start
 
     if n_threads >= n_dirs:
         # one team per direction, lock-step; team d is the threads with tid % n_dirs == d
@@ -323,20 +325,40 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                 if b1 <= b0 or k1 <= k0:
                     continue
                 block_start = offsets[s0] if d == 0 else offsets[n_steps - s1]
-                h_prev = h__d2nh + (<int64_t> (2 * d + s % 2) * batch) * hidden
-                h_next = h__d2nh + (<int64_t> (2 * d + (s + 1) % 2) * batch) * hidden
-                _tile_step(shape, b0, b1, k0, k1,
-                           NULL if shape.fused else
-                           gi__dr3h + (d * shape.gi_rows + offsets[t] - block_start) * g3,
-                           x__ri + offsets[t] * shape.input_size,
-                           ih_panels__dki48 + <int64_t> d * shape.n_blocks
-                           * shape.input_size * _PANEL,
-                           w_hh__dh3h + <int64_t> d * hidden * g3,
-                           panels__dkh48 + <int64_t> d * shape.n_blocks * hidden * _PANEL,
-                           bias_gi__d3h + <int64_t> d * g3, bias_hn__dh + <int64_t> d * hidden,
-                           h_prev, h_next, gh__dn3h + <int64_t> d * batch * g3,
-                           acc__tr48 + 2 * tid * <int64_t> shape.acc_rows * _PANEL,
-                           out__r2h + offsets[t] * ld_out + d * hidden, ld_out)
+                # h(t-1) is in the previous step's output rows; a sequence that has not
+                # started yet (reverse direction, packed) starts from h_0
+                h_start = h0__dnh + <int64_t> d * batch * hidden
+                cont = 0
+                if s > 0:
+                    tp = t - 1 if d == 0 else t + 1
+                    cont = <int> batch_sizes[tp]
+                    h_out = out__r2h + offsets[tp] * ld_out + d * hidden
+                if b0 < min(b1, cont):
+                    _tile_step(shape, b0, min(b1, cont), k0, k1,
+                               NULL if shape.fused else
+                               gi__dr3h + (d * shape.gi_rows + offsets[t] - block_start) * g3,
+                               x__ri + offsets[t] * shape.input_size,
+                               ih_panels__dki48 + <int64_t> d * shape.n_blocks
+                               * shape.input_size * _PANEL,
+                               w_hh__dh3h + <int64_t> d * hidden * g3,
+                               panels__dkh48 + <int64_t> d * shape.n_blocks * hidden * _PANEL,
+                               bias_gi__d3h + <int64_t> d * g3, bias_hn__dh + <int64_t> d * hidden,
+                               h_out, ld_out, out__r2h + offsets[t] * ld_out + d * hidden, ld_out,
+                               gh__dn3h + <int64_t> d * batch * g3,
+                               acc__tr48 + 2 * tid * <int64_t> shape.acc_rows * _PANEL)
+                if max(b0, cont) < b1:
+                    _tile_step(shape, max(b0, cont), b1, k0, k1,
+                               NULL if shape.fused else
+                               gi__dr3h + (d * shape.gi_rows + offsets[t] - block_start) * g3,
+                               x__ri + offsets[t] * shape.input_size,
+                               ih_panels__dki48 + <int64_t> d * shape.n_blocks
+                               * shape.input_size * _PANEL,
+                               w_hh__dh3h + <int64_t> d * hidden * g3,
+                               panels__dkh48 + <int64_t> d * shape.n_blocks * hidden * _PANEL,
+                               bias_gi__d3h + <int64_t> d * g3, bias_hn__dh + <int64_t> d * hidden,
+                               h_start, hidden, out__r2h + offsets[t] * ld_out + d * hidden,
+                               ld_out, gh__dn3h + <int64_t> d * batch * g3,
+                               acc__tr48 + 2 * tid * <int64_t> shape.acc_rows * _PANEL)
             if not split_rows:
                 cgru_barrier()
         if split_rows and not shape.fused and s1 < n_steps:
@@ -372,7 +394,6 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
     cdef int n_steps = shape.n_steps
     cdef int spb = shape.steps_per_block
     cdef int t, d
-    cdef int64_t state = <int64_t> shape.batch * shape.hidden
     cdef int64_t g3 = 3 * shape.hidden
     cdef int b
     cdef int64_t *offsets = <int64_t *> malloc((n_steps + 1) * sizeof(int64_t))
@@ -400,25 +421,20 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
     shape.acc_rows = max(CGRU_PANEL_ROWS, min(shape.batch, shape.panel_max_rows))
     cdef floating *acc = <floating *> malloc(2 * n_threads * shape.acc_rows * _PANEL
                                              * sizeof(floating))
-    cdef floating *h2 = <floating *> malloc(shape.n_dirs * 2 * state * sizeof(floating))
-    if gi == NULL or gh == NULL or acc == NULL or h2 == NULL:
-        free(offsets); free(lengths); free(gi); free(gh); free(acc); free(h2)
+    if gi == NULL or gh == NULL or acc == NULL:
+        free(offsets); free(lengths); free(gi); free(gh); free(acc)
         return -1
-    for d in range(shape.n_dirs):
-        # both buffers start at h_0: a reverse sequence that joins late reads either
-        memcpy(h2 + 2 * d * state, h + d * state, state * sizeof(floating))
-        memcpy(h2 + (2 * d + 1) * state, h + d * state, state * sizeof(floating))
 
     if n_threads == 1:
         _worker(shape, 0, 1, batch_sizes, offsets, lengths, x, out, w_ih, w_ih_panels, w_hh,
-                w_hh_panels, bias_gi, bias_hn, gi, gh, h2, acc)
+                w_hh_panels, bias_gi, bias_hn, gi, gh, h, acc)
     else:
         with parallel(num_threads=n_threads):
             _worker(shape, omp_get_thread_num(), omp_get_num_threads(), batch_sizes, offsets,
                     lengths, x, out, w_ih, w_ih_panels, w_hh, w_hh_panels, bias_gi, bias_hn, gi,
-                    gh, h2, acc)
+                    gh, h, acc)
     _gather_final_states(shape, batch_sizes, offsets, out, h)
-    free(offsets); free(lengths); free(gi); free(gh); free(acc); free(h2)
+    free(offsets); free(lengths); free(gi); free(gh); free(acc)
     return 0
 
 
