@@ -21,9 +21,12 @@ PANEL_MAX_ROWS = 256
 # per step), else the hidden units of every step (each thread keeps its slice of W_hh in its
 # cache, one barrier per step). Batch 8 on 2 threads: rows 1.5 ms, units 1.9 ms (S3).
 MIN_ROWS_PER_THREAD = 2
-# Batches of at most this many sequences project their input step by step, in registers,
-# through the W_ih panels, instead of by one GEMM per block of steps: no projection buffer
-# (written, zeroed by BLAS and read back) and, when threads split sequences, no barrier at all.
+# Batches of FUSE_MIN_ROWS to FUSE_MAX_ROWS sequences project their input step by step, in
+# registers, through the W_ih panels, instead of by one GEMM per block of steps: no projection
+# buffer (written, zeroed by BLAS and read back) and, when threads split sequences, no barrier
+# at all. Measured at H = 128 (1 thread): fused 40% slower at batch 1, even at 4, 5-10% faster
+# from 8 to 256 (one GEMM over all the steps of a batch-1 sequence beats 1-row products).
+FUSE_MIN_ROWS = 8
 FUSE_MAX_ROWS = 256
 # Below this much work a call runs on one thread: opening a parallel region costs about 2 us,
 # more than a one-step call's whole compute (S1: 9 us on 2 threads, 7 us on 1).
@@ -76,6 +79,7 @@ class LayerStack:
         steps_per_block = max(1, PROJECTION_WORKSPACE_BYTES // (self.gi_row_bytes * batch))
         gemm_rows = max(min(steps_per_block, len(batch_sizes)) * batch,
                         batch if batch > PANEL_MAX_ROWS else 0)
+        fuse_max_rows = FUSE_MAX_ROWS if batch >= FUSE_MIN_ROWS else 0
         guard = (blas_single_threaded() if gemm_rows * self.gemm_work_per_row
                  > BLAS_SINGLE_THREAD_WORK else _NO_GUARD)
         with guard:
@@ -84,7 +88,7 @@ class LayerStack:
                 self.run_layer(x, packed_layers[layer], batch_sizes,
                                h_n[layer * d:(layer + 1) * d], out, n_threads,
                                steps_per_block, PANEL_MAX_ROWS, MIN_ROWS_PER_THREAD,
-                               FUSE_MAX_ROWS)
+                               fuse_max_rows)
                 if dropout is not None and layer < self.num_layers - 1:
                     out = dropout(out)
                 x = out

@@ -288,12 +288,12 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                    team_size, team, &r0, &r1)
             if shape.fused:
                 pass            # projected step by step, inside _tile_step
-            elif r1 - r0 > shape.panel_max_rows:
+            elif r1 - r0 > CGRU_PANEL_ROWS:
                 gemm_nn(r1 - r0, g3, shape.input_size,
                         x__ri + (block_start + r0) * shape.input_size, shape.input_size,
                         w_ih__di3h + <int64_t> d * shape.input_size * g3, g3,
                         0.0, gi__dr3h + (d * shape.gi_rows + r0) * g3, g3)
-            elif r1 > r0:   # a few rows (one-step calls): no BLAS call overhead
+            elif r1 > r0:   # one register block of rows (one-step calls): no BLAS overhead
                 _panel_projection(shape, r1 - r0, x__ri + (block_start + r0) * shape.input_size,
                                   ih_panels__dki48 + <int64_t> d * shape.n_blocks
                                   * shape.input_size * _PANEL,

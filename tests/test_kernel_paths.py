@@ -25,6 +25,7 @@ PATHS = {  # name: (FUSE_MAX_ROWS, PANEL_MAX_ROWS, MIN_ROWS_PER_THREAD)
 def test_paths_match_reference(monkeypatch, rng, path, dtype):
     fuse, panel, min_rows = PATHS[path]
     monkeypatch.setattr(_run, "FUSE_MAX_ROWS", fuse)
+    monkeypatch.setattr(_run, "FUSE_MIN_ROWS", 1)
     monkeypatch.setattr(_run, "PANEL_MAX_ROWS", panel)
     monkeypatch.setattr(_run, "MIN_ROWS_PER_THREAD", min_rows)
     for (batch, hidden, bidirectional), threads in itertools.product(
