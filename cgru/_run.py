@@ -18,9 +18,10 @@ PROJECTION_WORKSPACE_BYTES = 4 << 20
 # time re-packing the weights on every call.
 PANEL_MAX_ROWS = 256
 # A team of threads splits the sequences when each thread gets at least this many (no barrier
-# per step), else the hidden units of every step (each thread keeps its slice of W_hh in its
-# cache, one barrier per step). Batch 8 on 2 threads: rows 1.5 ms, units 1.9 ms (S3).
-MIN_ROWS_PER_THREAD = 2
+# per step), else the hidden units of every step (each thread keeps its slice of the weights,
+# and full 8-row register blocks, one barrier per step). 2 threads: S3 (4 rows each) units
+# 1.58 ms vs rows 1.84; S4 (16 rows each) rows 1.85 ms vs units 2.2; S8 rows 5.5 vs units 6.1.
+MIN_ROWS_PER_THREAD = 8
 # Batches of FUSE_MIN_ROWS to FUSE_MAX_ROWS sequences project their input step by step, in
 # registers, through the W_ih panels, instead of by one GEMM per block of steps: no projection
 # buffer (written, zeroed by BLAS and read back) and, when threads split sequences, no barrier
