@@ -160,8 +160,8 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
                 _tile_product(b0, b1, shape.input_size, x__ni, shape.input_size,
                               ih_panels__ki48 + <int64_t> k * shape.input_size * _PANEL, acc_x)
             for b in range(b0, b1):
-                _gate_block(u, acc_x + <int64_t> (b - b0) * _PANEL if shape.fused
-                            else gi__n3h + <int64_t> b * g3 + 3 * u0,
+                _gate_block(u, <const floating *> acc_x + <int64_t> (b - b0) * _PANEL
+                            if shape.fused else gi__n3h + <int64_t> b * g3 + 3 * u0,
                             _UB if shape.fused else u,
                             acc__r48 + <int64_t> (b - b0) * _PANEL, _UB,
                             bias_gi__3h + 3 * u0, bias_hn__h + u0,
@@ -328,6 +328,7 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                 # h(t-1) is in the previous step's output rows; a sequence that has not
                 # started yet (reverse direction, packed) starts from h_0
                 h_start = h0__dnh + <int64_t> d * batch * hidden
+                h_out = h_start
                 cont = 0
                 if s > 0:
                     tp = t - 1 if d == 0 else t + 1
