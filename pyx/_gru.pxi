@@ -256,7 +256,7 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
     cdef int64_t block_start
     cdef int own_b0[2]
     cdef int own_b1[2]
-    cdef int tp, cont
+    cdef int tp, cont, part, lo, hi
     cdef const floating *h_out
     cdef const floating *h_start
 
@@ -334,8 +334,12 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                     tp = t - 1 if d == 0 else t + 1
                     cont = <int> batch_sizes[tp]
                     h_out = out__r2h + offsets[tp] * ld_out + d * hidden
-                if b0 < min(b1, cont):
-                    _tile_step(shape, b0, min(b1, cont), k0, k1,
+                for part in range(2):   # rows continuing from h(t-1), then rows starting now
+                    lo = b0 if part == 0 else max(b0, cont)
+                    hi = min(b1, cont) if part == 0 else b1
+                    if lo >= hi:
+                        continue
+                    _tile_step(shape, lo, hi, k0, k1,
                                NULL if shape.fused else
                                gi__dr3h + (d * shape.gi_rows + offsets[t] - block_start) * g3,
                                x__ri + offsets[t] * shape.input_size,
@@ -344,21 +348,9 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                                w_hh__dh3h + <int64_t> d * hidden * g3,
                                panels__dkh48 + <int64_t> d * shape.n_blocks * hidden * _PANEL,
                                bias_gi__d3h + <int64_t> d * g3, bias_hn__dh + <int64_t> d * hidden,
-                               h_out, ld_out, out__r2h + offsets[t] * ld_out + d * hidden, ld_out,
+                               h_out if part == 0 else h_start, ld_out if part == 0 else hidden,
+                               out__r2h + offsets[t] * ld_out + d * hidden, ld_out,
                                gh__dn3h + <int64_t> d * batch * g3,
-                               acc__tr48 + 2 * tid * <int64_t> shape.acc_rows * _PANEL)
-                if max(b0, cont) < b1:
-                    _tile_step(shape, max(b0, cont), b1, k0, k1,
-                               NULL if shape.fused else
-                               gi__dr3h + (d * shape.gi_rows + offsets[t] - block_start) * g3,
-                               x__ri + offsets[t] * shape.input_size,
-                               ih_panels__dki48 + <int64_t> d * shape.n_blocks
-                               * shape.input_size * _PANEL,
-                               w_hh__dh3h + <int64_t> d * hidden * g3,
-                               panels__dkh48 + <int64_t> d * shape.n_blocks * hidden * _PANEL,
-                               bias_gi__d3h + <int64_t> d * g3, bias_hn__dh + <int64_t> d * hidden,
-                               h_start, hidden, out__r2h + offsets[t] * ld_out + d * hidden,
-                               ld_out, gh__dn3h + <int64_t> d * batch * g3,
                                acc__tr48 + 2 * tid * <int64_t> shape.acc_rows * _PANEL)
             if not split_rows:
                 cgru_barrier()
