@@ -19,4 +19,5 @@ from .packing import (PackedSequence, pack_padded_sequence, pack_sequence, pad_p
 
 __all__ = ["GRU", "GRUCell", "PackedSequence", "pack_padded_sequence", "pad_packed_sequence",
            "pack_sequence", "pad_sequence", "unpack_sequence", "unpad_sequence",
-           "get_num_threads", "set_num_threads", "use_threads", "show_config", "load", "__version__"]
+           "get_num_threads", "set_num_threads", "use_threads", "show_config", "load",
+           "__version__"]

@@ -26,7 +26,8 @@ def show_config(file=None):
     lines = [f"cgru {info['version']}",
              f"  OpenMP:  {'compiled in' if info['openmp'] else 'not available (serial build)'}",
              f"  threads: {info['threads']}",
-             f"  kernel:  {info['kernel']} (this CPU can run: {', '.join(info['kernels_available'])})",
+             f"  kernel:  {info['kernel']} "
+             f"(this CPU can run: {', '.join(info['kernels_available'])})",
              f"  BLAS:    {info['blas']}",
              f"  Python:  {info['python']}"]
     print("\n".join(lines), file=file or sys.stdout)

@@ -42,8 +42,9 @@ def pack_layer(directions, hidden_size, dtype):
 
     directions: one (w_ih (3H, I), w_hh (3H, H), b_ih (3H,) or None, b_hh (3H,) or None) per
     direction. Returns the kernel's LayerWeights of (w_ih (D, I, 3H), w_ih_panels (D, K, I, 48),
-    w_hh (D, H, 3H), w_hh_panels (D, K, H, 48), bias_gi (D, 3H), bias_hn (D, H)), where bias_gi = b_ih + b_hh for the r and z gates and b_in
-    for n (b_hn must stay inside r * (...)).
+    w_hh (D, H, 3H), w_hh_panels (D, K, H, 48), bias_gi (D, 3H), bias_hn (D, H)), where
+    K = ceil(H / 16) and bias_gi = b_ih + b_hh for the r and z gates and b_in for n (b_hn must
+    stay inside r * (...)).
     """
     order = gate_column_order(hidden_size)
     h = hidden_size

@@ -159,7 +159,8 @@ def gru_from_onnx(cls, model):
         dirn = attrs.get("direction", b"forward")
         dirn = dirn.decode() if isinstance(dirn, bytes) else dirn
         if dirn not in ("forward", "bidirectional"):
-            raise ValueError(f"{where}: direction={dirn!r}; PyTorch's GRU runs forward or both ways")
+            raise ValueError(f"{where}: direction={dirn!r}; PyTorch's GRU runs forward or "
+                             "both ways")
         acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
         if acts and acts != ["Sigmoid", "Tanh"] * (2 if dirn == "bidirectional" else 1):
             raise ValueError(f"{where}: activations {acts}; only the default Sigmoid, Tanh")

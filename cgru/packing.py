@@ -61,7 +61,8 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
             raise ValueError("`lengths` array must be sorted in decreasing order when "
                              "`enforce_sorted` is True. You can pass `enforce_sorted=False` "
                              "to pack_padded_sequence and/or pack_sequence to sidestep this "
-                             f"requirement if you do not need ONNX exportability; got {lengths.tolist()}")
+                             "requirement if you do not need ONNX exportability; got "
+                             f"{lengths.tolist()}")
         sorted_indices = None
     else:
         sorted_indices = np.argsort(-lengths, kind="stable").astype(np.int64)

@@ -7,8 +7,10 @@ cdef extern from *:
         __builtin_cpu_init();
         switch (feature) {
             case 0: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-            case 1: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
-                           && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
+            case 1: return __builtin_cpu_supports("avx512f")
+                           && __builtin_cpu_supports("avx512dq")
+                           && __builtin_cpu_supports("avx512bw")
+                           && __builtin_cpu_supports("avx512vl")
                            && __builtin_cpu_supports("fma");
         }
         return 0;

@@ -48,7 +48,6 @@ from _openmp cimport CGRU_OPENMP, cgru_barrier, omp_get_num_threads, omp_get_thr
 UNIT_BLOCK = 16          # hidden units per gate-column block; cgru/_layout.py reads it here
 PANEL_WIDTH = 48         # columns of a W_hh panel: r, z, n of one block, zero padded
 OPENMP_ENABLED = bool(CGRU_OPENMP)
-PANEL_ROWS = CGRU_PANEL_ROWS
 
 cdef enum:
     _UB = 16
@@ -169,7 +168,7 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
                             h_next + <int64_t> b * ld_next + u0)
     else:
         # Large tile: one BLAS GEMM for the tile's columns, then the gate pass.
-        c0 = 3 * units_from              # a block's columns start at 3 * u0: earlier blocks are full
+        c0 = 3 * units_from     # a block's columns start at 3 * u0: earlier blocks are full
         c1 = 3 * units_to
         gemm_nn(b1 - b0, c1 - c0, hidden, h_prev + <int64_t> b0 * ld_prev, ld_prev,
                 w_hh__h3h + c0, g3, 0.0, gh__n3h + <int64_t> b0 * g3 + c0, g3)
@@ -362,7 +361,8 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
 cdef void _gather_final_states(const Shape *shape, const int64_t *batch_sizes,
                                const int64_t *offsets, const floating *out__r2h,
                                floating *h__dnh) noexcept nogil:
-    """h_n from the output rows: a forward sequence ends at its own last step, a reverse one at 0."""
+    """h_n from the output rows: forward sequences end at their own last step, reverse ones
+    at step 0."""
     cdef int hidden = shape.hidden
     cdef int ld_out = shape.n_dirs * hidden
     cdef int d, t, b, ended_from

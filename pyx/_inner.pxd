@@ -26,7 +26,7 @@ cdef extern from *:
         p = p * r + 1.6666665459e-1f;
         p = p * r + 5.0000001201e-1f;
         p = p * r * r + r + 1.0f;
-        /* 2^n: n + 127 sits in the low mantissa bits of (n + 127 + 2^23); shift it into the exponent */
+        /* 2^n: n + 127 sits in the low mantissa bits of n + 127 + 2^23; shift it to the exponent */
         float biased = n + (127.0f + 8388608.0f);
         uint32_t bits;
         memcpy(&bits, &biased, sizeof bits);

@@ -201,7 +201,7 @@ def test_to_onnx_float64_round_trip(tmp_path):
 
 
 def _gru_model(**attrs):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
     h, i = attrs.pop("hidden", 2), 3
     extra_nodes = attrs.pop("extra_nodes", [])

@@ -26,9 +26,10 @@ print(json.dumps({"extra_mb": (after - before) / 1024, "output_mb": output.nbyte
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB on Linux")
 def test_long_sequence_workspace_is_bounded(tmp_path):
     # Unblocked, the projections alone would take L * N * 3H * 4 bytes = 188 MiB here.
-    L, N, I, H = 4000, 32, 8, 128
+    seq_len, batch, inputs, hidden = 4000, 32, 8, 128
     # run outside the source tree, whose uncompiled cgru/ folder would shadow the installed one
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(L), str(N), str(I), str(H)],
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(seq_len), str(batch), str(inputs),
+                             str(hidden)],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     measured = json.loads(result.stdout)
