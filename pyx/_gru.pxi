@@ -234,9 +234,10 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                   floating *acc__tr48) noexcept nogil:
     """The whole schedule of thread `tid` of `n_threads` for one layer.
 
-    Row split (enough sequences): for a whole block of steps each thread of a direction's team
-    owns a fixed slice of the sequences, balanced by their active steps in the block, so steps
-    need no barrier; only the block's shared input-projection GEMM is fenced, by two barriers.
+    Row split (enough sequences): each thread of a direction's team owns a fixed slice of the
+    sequences, balanced by their active steps, so steps need no barrier: for the whole call when
+    the input projection is fused, else for a block of steps, whose shared input-projection
+    GEMM is fenced by two barriers.
     Per-step barriers made 2-thread calls 20x slower whenever another process or thread pool
     held a core (the waiting thread sleeps through the other's time slice, every step).
     Unit split (a few sequences): the team splits the hidden units of every step, and a
@@ -276,6 +277,13 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
     split_rows = (largest_team == 1 or batch >= largest_team * shape.min_rows_per_thread
                   or shape.n_blocks < largest_team)
 
+    if split_rows and shape.fused:
+        # No barrier ever: each thread owns the same sequences for the whole call, balanced
+        # by their lengths (re-balancing per block would hand a sequence to another thread
+        # while its previous owner may still be writing its last state).
+        for d in range(d_first, d_last):
+            _balanced_rows(lengths, batch, 0, n_steps, team_size, team, &own_b0[d], &own_b1[d])
+
     s0 = 0
     while s0 < n_steps:
         s1 = min(s0 + shape.steps_per_block, n_steps)
@@ -298,9 +306,10 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                                   * shape.input_size * _PANEL,
                                   gi__dr3h + (d * shape.gi_rows + r0) * g3,
                                   acc__tr48 + 2 * tid * shape.acc_rows * _PANEL)
-            if split_rows:
-                # this thread's sequences for the block: the block's first time step (in
-                # time order) has the most active rows
+            if split_rows and not shape.fused:
+                # this thread's sequences for the block (the barriers around the block's GEMM
+                # separate it from the previous owners): the block's first time step, in time
+                # order, has the most active rows
                 t_lo = s0 if d == 0 else n_steps - s1
                 _balanced_rows(lengths, <int> batch_sizes[t_lo], t_lo,
                                s1 if d == 0 else n_steps - s0, team_size, team,

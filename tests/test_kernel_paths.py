@@ -44,3 +44,24 @@ def test_paths_match_reference(monkeypatch, rng, path, dtype):
         ref_out, ref_h = gru_reference(gru.state_dict(), x, hx, 2, bidirectional, lengths)
         assert_close(cgru.pad_packed_sequence(packed_out)[0], ref_out, dtype)
         assert_close(packed_h, ref_h, dtype)
+
+
+@pytest.mark.parametrize("fuse", [0, 10**6])
+def test_many_blocks_with_changing_slices(monkeypatch, rng, fuse):
+    # One-step projection blocks with varied lengths re-balance the sequences among threads at
+    # every block: a thread must never read a state that another thread has not written yet.
+    monkeypatch.setattr(_run, "PROJECTION_WORKSPACE_BYTES", 1)
+    monkeypatch.setattr(_run, "FUSE_MAX_ROWS", fuse)
+    monkeypatch.setattr(_run, "FUSE_MIN_ROWS", 1)
+    monkeypatch.setattr(_run, "MIN_ROWS_PER_THREAD", 1)
+    gru = cgru.GRU(3, 64, bidirectional=True, dtype=np.float64, seed=0)
+    lengths = np.sort(rng.integers(1, 60, size=48))[::-1]
+    x = rng.standard_normal((int(lengths[0]), 48, 3))
+    packed = cgru.pack_padded_sequence(x, lengths)
+    with cgru.use_threads(1):
+        want_out, want_h = gru(packed)
+    for threads in (2, 3, 2, 3, 2):
+        with cgru.use_threads(threads):
+            got_out, got_h = gru(packed)
+        np.testing.assert_allclose(got_out.data, want_out.data, atol=1e-13)
+        np.testing.assert_allclose(got_h, want_h, atol=1e-13)
