@@ -10,7 +10,9 @@ from collections import namedtuple
 
 import numpy as np
 
+from . import _rows
 from ._checks import to_numpy
+from ._threads import get_num_threads
 
 __all__ = ["PackedSequence", "pack_padded_sequence", "pad_packed_sequence", "pack_sequence",
            "pad_sequence", "unpack_sequence", "unpad_sequence"]
@@ -52,9 +54,7 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
     if padded.ndim < 2:
         raise ValueError(f"pack_padded_sequence: expected input of at least 2 dimensions "
                          f"(L, N, *), got {padded.ndim}D")
-    if batch_first:
-        padded = np.swapaxes(padded, 0, 1)
-    max_len, batch = padded.shape[:2]
+    max_len, batch = padded.shape[1::-1] if batch_first else padded.shape[:2]
     lengths = _check_lengths(lengths, batch, max_len)
     if enforce_sorted:
         if np.any(np.diff(lengths) > 0):
@@ -68,7 +68,10 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
         sorted_indices = np.argsort(-lengths, kind="stable").astype(np.int64)
         lengths = lengths[sorted_indices]
     steps, sequences = _packed_positions(lengths, sorted_indices)
-    data = padded[steps, sequences]       # one gather, rows in packed order
+    flat = sequences * max_len + steps if batch_first else steps * batch + sequences
+    data = np.empty((len(flat),) + padded.shape[2:], dtype=padded.dtype)
+    _rows.gather_rows(_byte_rows(np.ascontiguousarray(padded), max_len * batch), flat,
+                      _byte_rows(data, len(flat)), _copy_threads(data.nbytes))
     return PackedSequence(data, _batch_sizes(lengths), sorted_indices)
 
 
@@ -89,17 +92,22 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
                              f"sequence length being {max_len}")
         max_len = int(total_length)
     batch = int(batch_sizes[0])
-    shape = (max_len, batch) + data.shape[1:]
-    padded = (np.zeros(shape, dtype=data.dtype) if padding_value == 0    # calloc: no fill pass
-              else np.full(shape, padding_value, dtype=data.dtype))
     lengths = (batch_sizes[None, :] > np.arange(batch)[:, None]).sum(axis=1).astype(np.int64)
     steps, sequences = _packed_positions(lengths, sorted_indices)
-    padded[steps, sequences] = data       # one scatter, straight into the caller's order
+    # which packed row lands in each padded row (-1: padding), in the output's own layout
+    source = np.full(max_len * batch, -1, dtype=np.int64)
+    source[sequences * max_len + steps if batch_first else steps * batch + sequences] = \
+        np.arange(len(steps), dtype=np.int64)
+    trailing = data.shape[1:]
+    padded = np.empty(((batch, max_len) if batch_first else (max_len, batch)) + trailing,
+                      dtype=data.dtype)
+    fill = np.full(trailing, padding_value, dtype=data.dtype)
+    _rows.gather_rows_or_fill(_byte_rows(np.ascontiguousarray(data), len(steps)), source,
+                              _byte_rows(fill, 1)[0], _byte_rows(padded, max_len * batch),
+                              _copy_threads(padded.nbytes))
     if unsorted is not None:
         lengths = lengths[unsorted]
-    if batch_first:
-        padded = np.swapaxes(padded, 0, 1)
-    return np.ascontiguousarray(padded), lengths
+    return padded, lengths
 
 
 def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="right"):
@@ -218,6 +226,16 @@ def _check_lengths(lengths, batch, max_len):
         raise ValueError(f"lengths must not exceed the time axis ({max_len}); got "
                          f"{lengths.tolist()}")
     return lengths
+
+
+def _byte_rows(array, n_rows):
+    """A C-contiguous array as (n_rows, bytes per row) uint8, for the compiled row copies."""
+    return array.reshape(n_rows, -1).view(np.uint8)
+
+
+def _copy_threads(nbytes):
+    # below about 1 MB, opening a parallel region costs more than the copy
+    return get_num_threads() if nbytes >= 1 << 20 else 1
 
 
 def _packed_positions(sorted_lengths, sorted_indices=None):
