@@ -7,6 +7,7 @@ contiguous range of columns (one GEMM call per step, gates of a unit close toget
 """
 import numpy as np
 
+from ._aligned import aligned_copy
 from ._engine import kernel
 
 UNIT_BLOCK = kernel.UNIT_BLOCK
@@ -61,5 +62,5 @@ def pack_layer(directions, hidden_size, dtype):
         combined[: 2 * h] += b_hh[: 2 * h]
         bias_gi.append(combined[order])
         bias_hn.append(b_hh[2 * h:])
-    return kernel.LayerWeights(*(np.ascontiguousarray(np.stack(parts), dtype=dtype)
+    return kernel.LayerWeights(*(aligned_copy(np.stack(parts), dtype)
                                  for parts in (w_ih, ih_panels, w_hh, hh_panels, bias_gi, bias_hn)))

@@ -5,6 +5,7 @@ import functools
 
 import numpy as np
 
+from ._aligned import aligned_empty
 from ._engine import kernel
 from ._threads import blas_single_threaded, get_num_threads
 
@@ -85,7 +86,7 @@ class LayerStack:
                  > BLAS_SINGLE_THREAD_WORK else _NO_GUARD)
         with guard:
             for layer in range(self.num_layers):
-                out = np.empty((rows, d * h), dtype=self.dtype)
+                out = aligned_empty((rows, d * h), self.dtype)
                 self.run_layer(x, packed_layers[layer], batch_sizes,
                                h_n[layer * d:(layer + 1) * d], out, n_threads,
                                steps_per_block, PANEL_MAX_ROWS, MIN_ROWS_PER_THREAD,

@@ -35,13 +35,12 @@
 from cython cimport floating
 from cython.parallel cimport parallel
 from libc.stdint cimport int64_t
-from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 
 from _blas cimport gemm_nn
-from _inner cimport (CGRU_PANEL_ROWS, CGRU_PANEL_ROWS_D, CGRU_PANEL_ROWS_F,
-                     cgru_gate_block_d, cgru_gate_block_f, cgru_panel_product_d,
+from _inner cimport (CGRU_PANEL_ROWS, CGRU_PANEL_ROWS_D, CGRU_PANEL_ROWS_F, cgru_alloc,
+                     cgru_free, cgru_gate_block_d, cgru_gate_block_f, cgru_panel_product_d,
                      cgru_panel_product_f)
 from _openmp cimport CGRU_OPENMP, cgru_barrier, omp_get_num_threads, omp_get_thread_num
 
@@ -391,17 +390,17 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
                     const floating *w_hh_panels,
                     const floating *bias_gi, const floating *bias_hn,
                     const int64_t *batch_sizes, floating *h, floating *out) noexcept nogil:
-    """Allocate the workspace (once per call, malloc: cheaper than NumPy for one-step calls),
+    """Allocate the workspace (once per call, in C: cheaper than NumPy for one-step calls),
     run every thread's schedule, gather h_n. Returns 0, or -1 when out of memory."""
     cdef int n_steps = shape.n_steps
     cdef int spb = shape.steps_per_block
     cdef int t, d
     cdef int64_t g3 = 3 * shape.hidden
     cdef int b
-    cdef int64_t *offsets = <int64_t *> malloc((n_steps + 1) * sizeof(int64_t))
-    cdef int64_t *lengths = <int64_t *> malloc(shape.batch * sizeof(int64_t))
+    cdef int64_t *offsets = <int64_t *> cgru_alloc((n_steps + 1) * sizeof(int64_t))
+    cdef int64_t *lengths = <int64_t *> cgru_alloc(shape.batch * sizeof(int64_t))
     if offsets == NULL or lengths == NULL:
-        free(offsets); free(lengths)
+        cgru_free(offsets); cgru_free(lengths)
         return -1
     offsets[0] = 0
     for t in range(n_steps):
@@ -417,14 +416,16 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
         t += spb
 
     if shape.fused:
-        shape.gi_rows = 1      # no projection workspace (one row keeps malloc from returning NULL)
-    cdef floating *gi = <floating *> malloc(shape.n_dirs * shape.gi_rows * g3 * sizeof(floating))
-    cdef floating *gh = <floating *> malloc(shape.n_dirs * shape.batch * g3 * sizeof(floating))
+        shape.gi_rows = 0      # no projection workspace
+    cdef floating *gi = <floating *> cgru_alloc(shape.n_dirs * shape.gi_rows * g3
+                                                * sizeof(floating))
+    cdef floating *gh = <floating *> cgru_alloc(shape.n_dirs * shape.batch * g3
+                                                * sizeof(floating))
     shape.acc_rows = max(CGRU_PANEL_ROWS, min(shape.batch, shape.panel_max_rows))
-    cdef floating *acc = <floating *> malloc(2 * n_threads * shape.acc_rows * _PANEL
+    cdef floating *acc = <floating *> cgru_alloc(2 * n_threads * shape.acc_rows * _PANEL
                                              * sizeof(floating))
     if gi == NULL or gh == NULL or acc == NULL:
-        free(offsets); free(lengths); free(gi); free(gh); free(acc)
+        cgru_free(offsets); cgru_free(lengths); cgru_free(gi); cgru_free(gh); cgru_free(acc)
         return -1
 
     if n_threads == 1:
@@ -436,7 +437,7 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
                     lengths, x, out, w_ih, w_ih_panels, w_hh, w_hh_panels, bias_gi, bias_hn, gi,
                     gh, h, acc)
     _gather_final_states(shape, batch_sizes, offsets, out, h)
-    free(offsets); free(lengths); free(gi); free(gh); free(acc)
+    cgru_free(offsets); cgru_free(lengths); cgru_free(gi); cgru_free(gh); cgru_free(acc)
     return 0
 
 
