@@ -7,36 +7,37 @@
 # rows 0 .. batch_sizes[t]-1 of the hidden state, and ended sequences cost nothing.
 #
 # Three levels:
-#   gru_layer (def)     unpacks memoryviews, allocates the workspace, releases the GIL once and
-#                       opens one OpenMP parallel region for the whole sequence.
+#   gru_layer (def)     takes the memoryviews and the LayerWeights, releases the GIL once;
+#                       _run_layer allocates the workspace and opens one OpenMP parallel region
+#                       for the whole sequence.
 #   _worker (nogil)     one thread's schedule: per block of steps, its share of the input-projection
-#                       GEMM; per step, its tile of the step; one barrier per step.
+#                       GEMM (unless the projection is fused into the step); per step, its tiles.
 #   _tile_step (nogil)  one step of one direction on one tile (rows x blocks of hidden units): the
-#                       recurrent products, then the fused gate pass (pyx/_inner.pxd).
+#                       products (register-blocked panels, or BLAS for large tiles), then the fused
+#                       gate pass (pyx/_inner.pxd).
 #
-# Weights arrive pre-laid-out by cgru/_layout.py, once per parameter change:
-#   * transposed, (K, 3H), so both products are plain row-major NN GEMMs (OpenBLAS's transposed
+# Weights arrive pre-laid-out by cgru/_layout.py, once per parameter change, 64-byte aligned:
+#   * transposed, (K, 3H), so BLAS products are plain row-major NN GEMMs (OpenBLAS's transposed
 #     path is slow for small matrices), with gate columns grouped by blocks of UNIT_BLOCK hidden
 #     units, [r | z | n] within each block: a thread owning a range of hidden units owns one
 #     contiguous range of columns;
-#   * W_hh (and W_ih) also as one (H, 48) panel per block of units, for the register-blocked
-#     product of small tiles: BLAS re-packs its operand on every call, which dominates at small
-#     batch (and its call overhead dominates one-step calls).
+#   * W_hh and W_ih also as one (K, 48) panel per block of units, for the register-blocked
+#     products: BLAS re-packs its operand on every call (12% of S6's time), which dominates at
+#     small batch, and its call overhead dominates one-step calls.
 #
 # State: h(t) is written once, into the output rows of step t, and step t+1 reads it there
 # (a reverse sequence that has not started yet reads h_0); h_n is gathered at the end.
 #
 # Threads: with two directions and two or more threads, the directions run on separate teams
 # (thread id modulo 2) in lock-step. Within a direction, a team splits the sequences when there
-# are enough of them (fixed slices per block of steps: no barrier per step), and the hidden-unit
-# blocks otherwise (small batches: each thread keeps its slice of W_hh in its own cache, one
-# barrier per step).
+# are enough of them (fixed, work-balanced slices: no barrier per step), and the hidden-unit
+# blocks otherwise (small batches: each thread keeps its slice of the weights in its own cache,
+# one barrier per step). The thresholds are policy, passed in by cgru/_run.py.
 
 from cython cimport floating
 from cython.parallel cimport parallel
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
-
 
 from _blas cimport gemm_nn
 from _inner cimport (CGRU_PANEL_ROWS, CGRU_PANEL_ROWS_D, CGRU_PANEL_ROWS_F, cgru_alloc,
@@ -45,7 +46,7 @@ from _inner cimport (CGRU_PANEL_ROWS, CGRU_PANEL_ROWS_D, CGRU_PANEL_ROWS_F, cgru
 from _openmp cimport CGRU_OPENMP, cgru_barrier, omp_get_num_threads, omp_get_thread_num
 
 UNIT_BLOCK = 16          # hidden units per gate-column block; cgru/_layout.py reads it here
-PANEL_WIDTH = 48         # columns of a W_hh panel: r, z, n of one block, zero padded
+PANEL_WIDTH = 48         # columns of a weight panel: r, z, n of one block, zero padded
 OPENMP_ENABLED = bool(CGRU_OPENMP)
 
 cdef enum:
