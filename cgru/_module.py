@@ -71,7 +71,8 @@ class ParameterModule:
     def train(self, mode=True):
         """Set training mode (dropout active when configured); returns the module."""
         if not isinstance(mode, (bool, np.bool_)):
-            raise TypeError(f"training mode is expected to be boolean, got {type(mode).__name__}")
+            raise ValueError(f"training mode is expected to be boolean, got "
+                             f"{type(mode).__name__}")
         object.__setattr__(self, "training", bool(mode))
         return self
 

@@ -87,8 +87,10 @@ def test_nan_input_propagates_without_crashing(gru):
 
 
 def test_train_needs_a_bool(gru):
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="boolean"):     # PyTorch's error and wording
         gru.train("yes")
+    with pytest.raises(ValueError, match="boolean"):
+        gru.train(1)
 
 
 def test_dropout_assignment_is_validated(gru):
