@@ -7,7 +7,8 @@ import numpy as np
 
 from ._aligned import aligned_empty
 from ._engine import kernel
-from ._threads import blas_single_threaded, get_num_threads
+from ._blas_threads import blas_single_threaded
+from ._threads import get_num_threads
 
 # The input projection of a layer is computed for a block of timesteps at a time, so the
 # workspace stays bounded however long the sequence: about this many bytes per direction.

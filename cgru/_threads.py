@@ -13,8 +13,6 @@ import numbers
 import os
 import threading
 
-from ._blas_threads import blas_single_threaded  # noqa: F401  (re-exported for gru.py)
-
 _process_threads = None  # set by set_num_threads; None means the default
 _local = threading.local()
 
