@@ -41,8 +41,8 @@ from libc.string cimport memcpy
 
 from _blas cimport gemm_nn
 from _inner cimport (CGRU_PANEL_ROWS, CGRU_PANEL_ROWS_D, CGRU_PANEL_ROWS_F, cgru_alloc,
-                     cgru_free, cgru_gate_block_d, cgru_gate_block_f, cgru_panel_product_d,
-                     cgru_panel_product_f)
+                     cgru_free, cgru_gate_rows_double, cgru_gate_rows_float,
+                     cgru_panel_product_double, cgru_panel_product_float, cgru_prefetch_rows)
 from _openmp cimport CGRU_OPENMP, cgru_barrier, omp_get_num_threads, omp_get_thread_num
 
 UNIT_BLOCK = 16          # hidden units per gate-column block; cgru/_layout.py reads it here
@@ -81,9 +81,9 @@ cdef inline int _panel_rows(const floating *dtype_only) noexcept nogil:
 cdef inline void _panel_product(int rows, int k, const floating *h, long ldh,
                                 const floating *panel, floating *acc) noexcept nogil:
     if floating is float:
-        cgru_panel_product_f(rows, k, h, ldh, panel, acc, 0)
+        cgru_panel_product_float(rows, k, h, ldh, panel, acc, 0)
     else:
-        cgru_panel_product_d(rows, k, h, ldh, panel, acc, 0)
+        cgru_panel_product_double(rows, k, h, ldh, panel, acc, 0)
 
 
 cdef void _tile_product(int b0, int b1, int depth, const floating *h, long ldh,
@@ -101,25 +101,28 @@ cdef void _tile_product(int b0, int b1, int depth, const floating *h, long ldh,
         while b < b1:
             rows = min(group, b1 - b)
             if floating is float:
-                cgru_panel_product_f(rows, kn, h + <int64_t> b * ldh + kc, ldh,
+                cgru_panel_product_float(rows, kn, h + <int64_t> b * ldh + kc, ldh,
                                      panel + <int64_t> kc * _PANEL,
                                      acc__r48 + <int64_t> (b - b0) * _PANEL, kc > 0)
             else:
-                cgru_panel_product_d(rows, kn, h + <int64_t> b * ldh + kc, ldh,
+                cgru_panel_product_double(rows, kn, h + <int64_t> b * ldh + kc, ldh,
                                      panel + <int64_t> kc * _PANEL,
                                      acc__r48 + <int64_t> (b - b0) * _PANEL, kc > 0)
             b += rows
         kc += kn
 
 
-cdef inline void _gate_block(int u, const floating *gi, int si, const floating *gh, int sh,
-                             const floating *bias_gi, const floating *bias_hn,
-                             const floating *h_prev, floating *h_next) noexcept nogil:
-    """Gates of one block of u units of one row; bias_gi in the compact layout (stride u)."""
+cdef inline void _gate_rows(int rows, int u, const floating *gi, long ld_gi, int si,
+                            const floating *gh, long ld_gh, int sh, const floating *bias_gi,
+                            const floating *bias_hn, const floating *h_prev, long ld_prev,
+                            floating *h_next, long ld_next) noexcept nogil:
+    """Gates of one block of u units of `rows` rows; bias_gi in the compact layout (stride u)."""
     if floating is float:
-        cgru_gate_block_f(u, gi, si, gh, sh, bias_gi, u, bias_hn, h_prev, h_next)
+        cgru_gate_rows_float(rows, u, gi, ld_gi, si, gh, ld_gh, sh, bias_gi, u, bias_hn,
+                             h_prev, ld_prev, h_next, ld_next)
     else:
-        cgru_gate_block_d(u, gi, si, gh, sh, bias_gi, u, bias_hn, h_prev, h_next)
+        cgru_gate_rows_double(rows, u, gi, ld_gi, si, gh, ld_gh, sh, bias_gi, u, bias_hn,
+                              h_prev, ld_prev, h_next, ld_next)
 
 
 cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
@@ -143,8 +146,7 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
     cdef int g3 = 3 * hidden
     cdef int units_from = k0 * _UB
     cdef int units_to = min(k1 * _UB, hidden)
-    cdef int b, k, m, u0, u, rows, c0, c1
-    cdef const floating *panel
+    cdef int k, u0, u, c0, c1
     cdef floating *acc_x = acc__r48 + <int64_t> shape.acc_rows * _PANEL
 
     if b1 - b0 <= shape.panel_max_rows:
@@ -158,28 +160,26 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1,
             if shape.fused:
                 _tile_product(b0, b1, shape.input_size, x__ni, shape.input_size,
                               ih_panels__ki48 + <int64_t> k * shape.input_size * _PANEL, acc_x)
-            for b in range(b0, b1):
-                _gate_block(u, <const floating *> acc_x + <int64_t> (b - b0) * _PANEL
-                            if shape.fused else gi__n3h + <int64_t> b * g3 + 3 * u0,
-                            _UB if shape.fused else u,
-                            acc__r48 + <int64_t> (b - b0) * _PANEL, _UB,
-                            bias_gi__3h + 3 * u0, bias_hn__h + u0,
-                            h_prev + <int64_t> b * ld_prev + u0,
-                            h_next + <int64_t> b * ld_next + u0)
+            _gate_rows(b1 - b0, u,
+                       <const floating *> acc_x if shape.fused
+                       else gi__n3h + <int64_t> b0 * g3 + 3 * u0,
+                       _PANEL if shape.fused else g3, _UB if shape.fused else u,
+                       acc__r48, _PANEL, _UB, bias_gi__3h + 3 * u0, bias_hn__h + u0,
+                       h_prev + <int64_t> b0 * ld_prev + u0, ld_prev,
+                       h_next + <int64_t> b0 * ld_next + u0, ld_next)
     else:
         # Large tile: one BLAS GEMM for the tile's columns, then the gate pass.
         c0 = 3 * units_from     # a block's columns start at 3 * u0: earlier blocks are full
         c1 = 3 * units_to
         gemm_nn(b1 - b0, c1 - c0, hidden, h_prev + <int64_t> b0 * ld_prev, ld_prev,
                 w_hh__h3h + c0, g3, 0.0, gh__n3h + <int64_t> b0 * g3 + c0, g3)
-        for b in range(b0, b1):
-            for k in range(k0, k1):
-                u0 = k * _UB
-                u = min(_UB, hidden - u0)
-                _gate_block(u, gi__n3h + <int64_t> b * g3 + 3 * u0, u,
-                            gh__n3h + <int64_t> b * g3 + 3 * u0, u, bias_gi__3h + 3 * u0,
-                            bias_hn__h + u0, h_prev + <int64_t> b * ld_prev + u0,
-                            h_next + <int64_t> b * ld_next + u0)
+        for k in range(k0, k1):
+            u0 = k * _UB
+            u = min(_UB, hidden - u0)
+            _gate_rows(b1 - b0, u, gi__n3h + <int64_t> b0 * g3 + 3 * u0, g3, u,
+                       gh__n3h + <int64_t> b0 * g3 + 3 * u0, g3, u, bias_gi__3h + 3 * u0,
+                       bias_hn__h + u0, h_prev + <int64_t> b0 * ld_prev + u0, ld_prev,
+                       h_next + <int64_t> b0 * ld_next + u0, ld_next)
 
 
 cdef void _panel_projection(const Shape *shape, int rows, const floating *x__ri,
@@ -342,6 +342,11 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                     tp = t - 1 if d == 0 else t + 1
                     cont = <int> batch_sizes[tp]
                     h_out = out__r2h + offsets[tp] * ld_out + d * hidden
+                if not split_rows and s > 0:
+                    # the other threads wrote parts of these rows: request them all at once
+                    # (S3, 2 threads: 3.5% faster)
+                    cgru_prefetch_rows(h_out, ld_out * sizeof(floating), min(b1, cont),
+                                       hidden * sizeof(floating))
                 for part in range(2):   # rows continuing from h(t-1), then rows starting now
                     lo = b0 if part == 0 else max(b0, cont)
                     hi = min(b1, cont) if part == 0 else b1

@@ -1,25 +1,48 @@
-# The innermost loops of a step, in C so that their pointers can be `restrict` (Cython has no
-# restrict, and without it GCC needs more run-time alias checks than it allows, 10, and leaves the
-# loops scalar). Each is one template instantiated for float and double.
+# The innermost code of a step, in C with GCC/Clang vector types: a block of 16 hidden units is
+# one vector value, so the gate pass and the register-blocked products compile to straight-line
+# SIMD code for whatever instruction set the build targets (one AVX-512 register holds 16
+# floats, two AVX2 ones, four SSE ones). Each routine is one template for float and double.
 #
-# Sigmoid and tanh that compilers vectorize: Cephes-style exp (about 1 ulp in float, a few ulps
-# in double) with branch-free range reduction and the power of two built from the exponent bits,
-# so a loop of gate arithmetic becomes SIMD code instead of a libm call per element. Scalar
-# expf/tanhf made the gate pass the most expensive part of a step (S6: 420 ms vs 226 ms of GEMM).
-# Absolute error of sigmoid and tanh: below 2.5e-7 (float), 5e-16 (double), checked in the tests.
+# Why not plain loops: GCC vectorized them, but it built the n gate's inputs element by element
+# (vinsertps) in the gate pass, and copied the product accumulators through the stack on entry
+# and exit (rep movsq), 10-30% of a 40- or 128-deep product.
+#
+# Sigmoid and tanh: Cephes-style exp (about 1 ulp in float, a few ulps in double) with the
+# power of two built from the exponent bits. Absolute error of sigmoid and tanh: below 2.5e-7
+# (float), 5e-16 (double), which the parity tests bound.
 
 cdef extern from *:
     """
     #include <stdint.h>
     #include <string.h>
 
-    static inline float cgru_expf(float x) {
-        x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-        /* n = round(x / ln 2) with the 1.5 * 2^23 trick: no libm call, vectorizes */
-        float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-        float r = x - n * 0.693359375f;
+    #if !defined(__GNUC__)
+    #error "cgru's kernel needs GCC or Clang (vector extensions); on Windows use clang-cl"
+    #endif
+
+    #define CGRU_UB 16              /* hidden units per block: one vector */
+    #define CGRU_PANEL 48           /* columns of a weight panel: r, z, n of one block */
+
+    /* aligned(element): loads and stores need no 64-byte alignment (they get it anyway) */
+    typedef float cgru_vfloat __attribute__((vector_size(16 * sizeof(float)), aligned(4)));
+    typedef double cgru_vdouble __attribute__((vector_size(16 * sizeof(double)), aligned(8)));
+    typedef int32_t cgru_vfloat_bits __attribute__((vector_size(16 * sizeof(float))));
+    typedef int64_t cgru_vdouble_bits __attribute__((vector_size(16 * sizeof(double))));
+
+    /* where(mask, a, b) on vectors: lanes of a where mask is all ones, else b */
+    #define CGRU_WHERE(T, mask, a, b) \
+        ((cgru_v##T)(((mask) & (cgru_v##T##_bits)(a)) | (~(mask) & (cgru_v##T##_bits)(b))))
+
+    static inline cgru_vfloat cgru_exp_float(cgru_vfloat x) {
+        const cgru_vfloat zero = {0};
+        /* clamped to [-87, 88] so the power of two below is finite; NaN passes through */
+        x = CGRU_WHERE(float, x < zero - 87.0f, zero - 87.0f, x);
+        x = CGRU_WHERE(float, x > zero + 88.0f, zero + 88.0f, x);
+        /* n = round(x / ln 2) with the 1.5 * 2^23 trick */
+        cgru_vfloat n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+        cgru_vfloat r = x - n * 0.693359375f;
         r = r + n * 2.12194440e-4f;
-        float p = 1.9875691500e-4f;
+        cgru_vfloat p = zero + 1.9875691500e-4f;
         p = p * r + 1.3981999507e-3f;
         p = p * r + 8.3334519073e-3f;
         p = p * r + 4.1665795894e-2f;
@@ -27,34 +50,40 @@ cdef extern from *:
         p = p * r + 5.0000001201e-1f;
         p = p * r * r + r + 1.0f;
         /* 2^n: n + 127 sits in the low mantissa bits of n + 127 + 2^23; shift it to the exponent */
-        float biased = n + (127.0f + 8388608.0f);
-        uint32_t bits;
-        memcpy(&bits, &biased, sizeof bits);
-        bits <<= 23;
-        float scale;
-        memcpy(&scale, &bits, sizeof scale);
-        return p * scale;
+        cgru_vfloat_bits bits = (cgru_vfloat_bits)(n + (127.0f + 8388608.0f)) << 23;
+        return p * (cgru_vfloat)bits;
     }
 
-    static inline double cgru_exp(double x) {
-        x = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
-        double n = (x * 1.4426950408889634074 + 6755399441055744.0) - 6755399441055744.0;
-        double r = x - n * 6.93145751953125e-1;
+    static inline cgru_vdouble cgru_exp_double(cgru_vdouble x) {
+        const cgru_vdouble zero = {0};
+        x = CGRU_WHERE(double, x < zero - 708.0, zero - 708.0, x);
+        x = CGRU_WHERE(double, x > zero + 709.0, zero + 709.0, x);
+        cgru_vdouble n = (x * 1.4426950408889634074 + 6755399441055744.0) - 6755399441055744.0;
+        cgru_vdouble r = x - n * 6.93145751953125e-1;
         r = r - n * 1.42860682030941723212e-6;
-        double rr = r * r;
-        double px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
-                         + 9.99999999999999999910e-1);
-        double qx = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
-                     + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0;
-        double e = 1.0 + 2.0 * (px / (qx - px));
-        double biased = n + (1023.0 + 4503599627370496.0);
-        uint64_t bits;
-        memcpy(&bits, &biased, sizeof bits);
-        bits <<= 52;
-        double scale;
-        memcpy(&scale, &bits, sizeof scale);
-        return e * scale;
+        cgru_vdouble rr = r * r;
+        cgru_vdouble px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+                               + 9.99999999999999999910e-1);
+        cgru_vdouble qx = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+                           + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0;
+        cgru_vdouble e = 1.0 + 2.0 * (px / (qx - px));
+        cgru_vdouble_bits bits = (cgru_vdouble_bits)(n + (1023.0 + 4503599627370496.0)) << 52;
+        return e * (cgru_vdouble)bits;
     }
+
+    /* 1 / d for the gates. With AVX-512, a 14-bit reciprocal estimate refined by one Newton
+       step (relative error about 2^-23, within an ulp or two) in place of a division, which
+       took a third of the gate pass. */
+    #if defined(__AVX512F__)
+    #include <immintrin.h>
+    static inline cgru_vfloat cgru_recip_float(cgru_vfloat d) {
+        cgru_vfloat y = (cgru_vfloat)_mm512_rcp14_ps((__m512)d);
+        return y + y * (1.0f - d * y);
+    }
+    #else
+    static inline cgru_vfloat cgru_recip_float(cgru_vfloat d) { return 1.0f / d; }
+    #endif
+    static inline cgru_vdouble cgru_recip_double(cgru_vdouble d) { return 1.0 / d; }
 
     /* Workspace on 64-byte boundaries: a vector load across two cache lines costs two. */
     #include <stdlib.h>
@@ -70,123 +99,170 @@ cdef extern from *:
     static inline void cgru_free(void *p) { free(p); }
     #endif
 
-    static inline float cgru_sigmoidf(float x) { return 1.0f / (1.0f + cgru_expf(-x)); }
-    static inline double cgru_sigmoid(double x) { return 1.0 / (1.0 + cgru_exp(-x)); }
-    static inline float cgru_tanhf(float x) { return 2.0f / (1.0f + cgru_expf(-2.0f * x)) - 1.0f; }
-    static inline double cgru_tanh(double x) { return 2.0 / (1.0 + cgru_exp(-2.0 * x)) - 1.0; }
-
-    /* The fused gate pass over one block of u <= 16 hidden units of one row.
+    /* The fused gate pass over one block of u <= 16 hidden units of `rows` rows; row m of an
+       operand starts at its pointer + m * its row stride (ld_*).
        gi: input products [r | z | n], gate g at gi + g * si; gh: recurrent products, gate g at
        gh + g * sh; bias_gi: b_ih + b_hh for r and z, b_in for n, gate g at bias_gi + g * sb;
-       bias_hn (u); h_prev, h_next (u). */
-    #define CGRU_GATE_BLOCK(T, NAME, SIGMOID, TANH)                                          \
-    static inline void NAME(int u, const T *restrict gi, int si, const T *restrict gh, int sh, \
-                            const T *restrict bias_gi, int sb, const T *restrict bias_hn,     \
-                            const T *restrict h_prev, T *restrict h_next) {                   \
-        for (int j = 0; j < u; j++) {                                                         \
-            T r = SIGMOID(gi[j] + bias_gi[j] + gh[j]);                                        \
-            T z = SIGMOID(gi[si + j] + bias_gi[sb + j] + gh[sh + j]);                         \
-            T n = TANH(gi[2 * si + j] + bias_gi[2 * sb + j] + r * (gh[2 * sh + j] + bias_hn[j])); \
-            /* h' = (1 - z) * n + z * h, written as ATen's CPU cell writes it */              \
-            h_next[j] = n + z * (h_prev[j] - n);                                              \
+       bias_hn (u), the same for every row; h_prev, h_next (u). The loop over rows is here, not
+       in the caller, so that the constants and biases are loaded once per block. A partial
+       block (the last one, when H is not a multiple of 16) goes through zero-padded copies. */
+    #define CGRU_GATE_BLOCK(T)                                                                \
+    static inline __attribute__((always_inline)) void                                         \
+    cgru_gates16_##T(const T *gi, int si, const T *gh, int sh, const T *bias_gi, int sb,      \
+                     const T *bias_hn, const T *h_prev, T *h_next) {                          \
+        typedef cgru_v##T V;                                                                  \
+        const V one = (V){0} + 1;                                                             \
+        V r = cgru_recip_##T(one + cgru_exp_##T(-(*(const V *)gi + *(const V *)bias_gi        \
+                                                  + *(const V *)gh)));                        \
+        V z = cgru_recip_##T(one + cgru_exp_##T(-(*(const V *)(gi + si)                       \
+                                                  + *(const V *)(bias_gi + sb)                \
+                                                  + *(const V *)(gh + sh))));                 \
+        V a = *(const V *)(gi + 2 * si) + *(const V *)(bias_gi + 2 * sb)                      \
+              + r * (*(const V *)(gh + 2 * sh) + *(const V *)bias_hn);                        \
+        V n = 2 * cgru_recip_##T(one + cgru_exp_##T(-2 * a)) - 1;   /* tanh(a) */             \
+        /* h' = (1 - z) * n + z * h, written as ATen's CPU cell writes it */                  \
+        *(V *)h_next = n + z * (*(const V *)h_prev - n);                                      \
+    }                                                                                         \
+    static inline void cgru_gate_rows_##T(int rows, int u, const T *restrict gi, long ld_gi,  \
+                                          int si, const T *restrict gh, long ld_gh, int sh,   \
+                                          const T *restrict bias_gi, int sb,                  \
+                                          const T *restrict bias_hn,                          \
+                                          const T *restrict h_prev, long ld_prev,             \
+                                          T *restrict h_next, long ld_next) {                 \
+        if (u == CGRU_UB) {                                                                   \
+            for (int m = 0; m < rows; m++)                                                    \
+                cgru_gates16_##T(gi + m * ld_gi, si, gh + m * ld_gh, sh, bias_gi, sb,         \
+                                 bias_hn, h_prev + m * ld_prev, h_next + m * ld_next);        \
+            return;                                                                           \
+        }                                                                                     \
+        T bias[4][CGRU_UB] = {{0}};                                                           \
+        for (int g = 0; g < 3; g++) memcpy(bias[g], bias_gi + g * sb, u * sizeof(T));         \
+        memcpy(bias[3], bias_hn, u * sizeof(T));                                              \
+        for (int m = 0; m < rows; m++) {                                                      \
+            T in[7][CGRU_UB] = {{0}}, out[CGRU_UB];                                           \
+            const T *from[7] = {gi + m * ld_gi, gi + m * ld_gi + si, gi + m * ld_gi + 2 * si, \
+                                gh + m * ld_gh, gh + m * ld_gh + sh, gh + m * ld_gh + 2 * sh, \
+                                h_prev + m * ld_prev};                                        \
+            for (int i = 0; i < 7; i++) memcpy(in[i], from[i], u * sizeof(T));                \
+            cgru_gates16_##T(in[0], CGRU_UB, in[3], CGRU_UB, bias[0], CGRU_UB, bias[3], in[6], \
+                             out);                                                            \
+            memcpy(h_next + m * ld_next, out, u * sizeof(T));                                 \
         }                                                                                     \
     }
-    CGRU_GATE_BLOCK(float, cgru_gate_block_f, cgru_sigmoidf, cgru_tanhf)
-    CGRU_GATE_BLOCK(double, cgru_gate_block_d, cgru_sigmoid, cgru_tanh)
+    CGRU_GATE_BLOCK(float)
+    CGRU_GATE_BLOCK(double)
 
-    /* Recurrent products of `rows` rows against one weight panel: acc[m][c] =
-       sum_k h[m * ldh + k] * panel[k * 48 + c] for c < 48, the r|z|n columns (16 each, zero
-       padded) of one block of hidden units. The panel is read once per group of rows, and the
-       accumulators stay in vector registers: the loops are instantiated for 4, 2 and 1 rows so
-       the compiler can unroll them completely (4 x 48 floats fit AVX-512's 32 registers, 2 x 48
-       AVX2's 16; a run-time row count made GCC keep the accumulators on the stack). */
+    /* Products of `rows` rows against one weight panel: acc[m][c] = sum_k h[m * ldh + k] *
+       panel[k * 48 + c] for c < 48, the r|z|n columns (16 each, zero padded) of one block of
+       hidden units. The panel is read once per group of rows, and the accumulators stay in
+       registers: one routine per row count, unrolled completely. */
     #if defined(__AVX512F__)
     #define CGRU_PANEL_ROWS_F 8    /* 8 x 3 = 24 of AVX-512's 32 registers accumulate */
     #define CGRU_PANEL_ROWS_D 4    /* 4 x 6 = 24: a double row of 48 takes 6 registers */
+    #define CGRU_VECTOR_BYTES 64
     #elif defined(__AVX2__)
-    #define CGRU_PANEL_ROWS_F 2
+    #define CGRU_PANEL_ROWS_F 2    /* 2 x 6 = 12 of AVX2's 16 registers */
     #define CGRU_PANEL_ROWS_D 1
+    #define CGRU_VECTOR_BYTES 32
     #else
     #define CGRU_PANEL_ROWS_F 1    /* SSE2's 16 registers hold one row of 48 floats */
     #define CGRU_PANEL_ROWS_D 1
+    #define CGRU_VECTOR_BYTES 16
     #endif
     #define CGRU_PANEL_ROWS CGRU_PANEL_ROWS_F   /* the most of either: sizes the buffers */
-    #define CGRU_PANEL 48
-    /* S independent partial sums over k per accumulator: with one or two rows, a single chain
-       of FMAs per register waits on the FMA latency (4 cycles) every step of k; two chains
-       halve that (batch-1 steps 1.4x faster here). */
-    #define CGRU_PANEL_ROWS_KERNEL(T, NAME, R, S)                                             \
-    static inline void NAME(int K, const T *restrict h, long ldh, const T *restrict panel,    \
-                            T *restrict acc, int accumulate) {                                \
-        T a[S][R][CGRU_PANEL];                                                                \
-        for (int s = 0; s < S; s++)                                                           \
-            for (int m = 0; m < R; m++)                                                       \
-                for (int c = 0; c < CGRU_PANEL; c++)                                          \
-                    a[s][m][c] = (s == 0 && accumulate) ? acc[m * CGRU_PANEL + c] : 0;        \
+    #define CGRU_UNROLL _Pragma("GCC unroll 16")
+    /* S independent partial sums per accumulator, so that at least 12 chains of FMAs are in
+       flight: with one or two rows, a single chain per register waits on the FMA latency
+       (4 cycles) every step of k (batch-1 steps 1.4x faster with two chains here). */
+    #define CGRU_CHAINS(T, R) (12 * CGRU_VECTOR_BYTES / (R * CGRU_PANEL * (int)sizeof(T)) > 1 \
+                               ? 12 * CGRU_VECTOR_BYTES / (R * CGRU_PANEL * (int)sizeof(T)) : 1)
+    #define CGRU_PANEL_ROWS_KERNEL(T, R)                                                      \
+    static inline void cgru_panel_##T##_##R(int K, const T *restrict h, long ldh,            \
+                                            const T *restrict panel, T *restrict acc,         \
+                                            int accumulate) {                                 \
+        typedef cgru_v##T V;                                                                  \
+        enum { S = CGRU_CHAINS(T, R), NV = CGRU_PANEL / CGRU_UB };                            \
+        V a[S][R][NV];                                                                        \
+        CGRU_UNROLL for (int s = 0; s < S; s++)                                               \
+            CGRU_UNROLL for (int m = 0; m < R; m++)                                           \
+                CGRU_UNROLL for (int v = 0; v < NV; v++) a[s][m][v] = (V){0};                 \
+        if (accumulate)                                                                       \
+            CGRU_UNROLL for (int m = 0; m < R; m++)                                           \
+                CGRU_UNROLL for (int v = 0; v < NV; v++)                                      \
+                    a[0][m][v] = *(const V *)(acc + m * CGRU_PANEL + v * CGRU_UB);            \
         int k = 0;                                                                            \
         for (; k + S <= K; k += S)                                                            \
-            for (int s = 0; s < S; s++) {                                                     \
-                const T *restrict w = panel + (long)(k + s) * CGRU_PANEL;                     \
-                for (int m = 0; m < R; m++) {                                                 \
-                    T hk = h[m * ldh + k + s];                                                \
-                    for (int c = 0; c < CGRU_PANEL; c++) a[s][m][c] += hk * w[c];             \
-                }                                                                             \
+            CGRU_UNROLL for (int s = 0; s < S; s++) {                                         \
+                const V *w = (const V *)(panel + (long)(k + s) * CGRU_PANEL);                 \
+                CGRU_UNROLL for (int m = 0; m < R; m++)                                       \
+                    CGRU_UNROLL for (int v = 0; v < NV; v++)                                  \
+                        a[s][m][v] += h[m * ldh + k + s] * w[v];                              \
             }                                                                                 \
         for (; k < K; k++) {                                                                  \
-            const T *restrict w = panel + (long)k * CGRU_PANEL;                               \
-            for (int m = 0; m < R; m++) {                                                     \
-                T hk = h[m * ldh + k];                                                        \
-                for (int c = 0; c < CGRU_PANEL; c++) a[0][m][c] += hk * w[c];                 \
-            }                                                                                 \
+            const V *w = (const V *)(panel + (long)k * CGRU_PANEL);                           \
+            CGRU_UNROLL for (int m = 0; m < R; m++)                                           \
+                CGRU_UNROLL for (int v = 0; v < NV; v++) a[0][m][v] += h[m * ldh + k] * w[v]; \
         }                                                                                     \
-        for (int m = 0; m < R; m++)                                                           \
-            for (int c = 0; c < CGRU_PANEL; c++) {                                            \
-                T total = a[0][m][c];                                                         \
-                for (int s = 1; s < S; s++) total += a[s][m][c];                              \
-                acc[m * CGRU_PANEL + c] = total;                                              \
+        CGRU_UNROLL for (int m = 0; m < R; m++)                                               \
+            CGRU_UNROLL for (int v = 0; v < NV; v++) {                                        \
+                V total = a[0][m][v];                                                         \
+                CGRU_UNROLL for (int s = 1; s < S; s++) total += a[s][m][v];                  \
+                *(V *)(acc + m * CGRU_PANEL + v * CGRU_UB) = total;                           \
             }                                                                                 \
     }
-    #define CGRU_PANEL_PRODUCT(T, NAME, MAX_ROWS)                                             \
-    CGRU_PANEL_ROWS_KERNEL(T, NAME##_8, 8, 1)                                                 \
-    CGRU_PANEL_ROWS_KERNEL(T, NAME##_4, 4, 1)                                                 \
-    CGRU_PANEL_ROWS_KERNEL(T, NAME##_2, 2, 2)                                                 \
-    CGRU_PANEL_ROWS_KERNEL(T, NAME##_1, 1, 4)                                                 \
+    #define CGRU_PANEL_PRODUCT(T, MAX_ROWS)                                                   \
+    CGRU_PANEL_ROWS_KERNEL(T, 8)                                                              \
+    CGRU_PANEL_ROWS_KERNEL(T, 4)                                                              \
+    CGRU_PANEL_ROWS_KERNEL(T, 2)                                                              \
+    CGRU_PANEL_ROWS_KERNEL(T, 1)                                                              \
     /* rows <= MAX_ROWS; accumulate: add to acc instead of overwriting it */                  \
-    static inline void NAME(int rows, int K, const T *restrict h, long ldh,                   \
-                            const T *restrict panel, T *restrict acc, int accumulate) {        \
-        if (MAX_ROWS >= 8 && rows == 8) { NAME##_8(K, h, ldh, panel, acc, accumulate); return; } \
+    static inline void cgru_panel_product_##T(int rows, int K, const T *restrict h, long ldh, \
+                                              const T *restrict panel, T *restrict acc,       \
+                                              int accumulate) {                               \
+        if (MAX_ROWS >= 8 && rows == 8) {                                                     \
+            cgru_panel_##T##_8(K, h, ldh, panel, acc, accumulate);                            \
+            return;                                                                           \
+        }                                                                                     \
         for (; MAX_ROWS >= 4 && rows >= 4; rows -= 4) {                                       \
-            NAME##_4(K, h, ldh, panel, acc, accumulate);                                      \
+            cgru_panel_##T##_4(K, h, ldh, panel, acc, accumulate);                            \
             h += 4 * ldh; acc += 4 * CGRU_PANEL;                                              \
         }                                                                                     \
         for (; MAX_ROWS >= 2 && rows >= 2; rows -= 2) {                                       \
-            NAME##_2(K, h, ldh, panel, acc, accumulate);                                      \
+            cgru_panel_##T##_2(K, h, ldh, panel, acc, accumulate);                            \
             h += 2 * ldh; acc += 2 * CGRU_PANEL;                                              \
         }                                                                                     \
         for (; rows >= 1; rows--) {                                                           \
-            NAME##_1(K, h, ldh, panel, acc, accumulate);                                      \
+            cgru_panel_##T##_1(K, h, ldh, panel, acc, accumulate);                            \
             h += ldh; acc += CGRU_PANEL;                                                      \
         }                                                                                     \
     }
-    CGRU_PANEL_PRODUCT(float, cgru_panel_product_f, CGRU_PANEL_ROWS_F)
-    CGRU_PANEL_PRODUCT(double, cgru_panel_product_d, CGRU_PANEL_ROWS_D)
+    CGRU_PANEL_PRODUCT(float, CGRU_PANEL_ROWS_F)
+    CGRU_PANEL_PRODUCT(double, CGRU_PANEL_ROWS_D)
+
+    /* Start loading rows of h(t-1) that another thread wrote: with the hidden units split
+       across threads, their cache-line transfers otherwise stall the products one by one. */
+    static inline void cgru_prefetch_rows(const void *p, long ld_bytes, int rows, long bytes) {
+        for (int m = 0; m < rows; m++)
+            for (long c = 0; c < bytes; c += 64)
+                __builtin_prefetch((const char *)p + m * ld_bytes + c, 0, 3);
+    }
     """
-    float cgru_sigmoidf(float x) noexcept nogil
-    double cgru_sigmoid(double x) noexcept nogil
-    float cgru_tanhf(float x) noexcept nogil
-    double cgru_tanh(double x) noexcept nogil
     int CGRU_PANEL_ROWS
-    void *cgru_alloc(size_t n) noexcept nogil
-    void cgru_free(void *p) noexcept nogil
     int CGRU_PANEL_ROWS_F
     int CGRU_PANEL_ROWS_D
-    void cgru_gate_block_f(int u, const float *gi, int si, const float *gh, int sh,
-                           const float *bias_gi, int sb, const float *bias_hn,
-                           const float *h_prev, float *h_next) noexcept nogil
-    void cgru_gate_block_d(int u, const double *gi, int si, const double *gh, int sh,
-                           const double *bias_gi, int sb, const double *bias_hn,
-                           const double *h_prev, double *h_next) noexcept nogil
-    void cgru_panel_product_f(int rows, int K, const float *h, long ldh, const float *panel,
-                              float *acc, int accumulate) noexcept nogil
-    void cgru_panel_product_d(int rows, int K, const double *h, long ldh, const double *panel,
-                              double *acc, int accumulate) noexcept nogil
+    void *cgru_alloc(size_t n) noexcept nogil
+    void cgru_free(void *p) noexcept nogil
+    void cgru_prefetch_rows(const void *p, long ld_bytes, int rows, long bytes) noexcept nogil
+    void cgru_gate_rows_float(int rows, int u, const float *gi, long ld_gi, int si,
+                              const float *gh, long ld_gh, int sh, const float *bias_gi, int sb,
+                              const float *bias_hn, const float *h_prev, long ld_prev,
+                              float *h_next, long ld_next) noexcept nogil
+    void cgru_gate_rows_double(int rows, int u, const double *gi, long ld_gi, int si,
+                               const double *gh, long ld_gh, int sh, const double *bias_gi,
+                               int sb, const double *bias_hn, const double *h_prev,
+                               long ld_prev, double *h_next, long ld_next) noexcept nogil
+    void cgru_panel_product_float(int rows, int K, const float *h, long ldh, const float *panel,
+                                  float *acc, int accumulate) noexcept nogil
+    void cgru_panel_product_double(int rows, int K, const double *h, long ldh,
+                                   const double *panel, double *acc,
+                                   int accumulate) noexcept nogil

@@ -21,8 +21,8 @@ def _pytest(isa, *files):
 
 @pytest.mark.parametrize("isa", [i for i in _engine.available_isas() if i != DEFAULT])
 def test_other_builds_match_torch_and_reference(isa):
-    result = _pytest(isa, "test_parity_fixtures.py", "test_reference.py", "test_threads.py",
-                     "test_kernel_paths.py")
+    result = _pytest(isa, "test_parity_fixtures.py", "test_parity_live.py", "test_reference.py",
+                     "test_threads.py", "test_kernel_paths.py")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 

@@ -113,3 +113,22 @@ def test_utilities_round_trips(torch, rng):
                             rnn.unpad_sequence(torch.from_numpy(padded), torch.tensor(lengths),
                                                batch_first=True)):
         np.testing.assert_array_equal(ours, theirs.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_saturated_gates_inf_and_nan_as_torch(torch, rng, dtype):
+    """Inputs far outside exp's range, +-inf and NaN: the gates' range reduction and reciprocal
+    saturate as torch's do, and NaN propagates to the same outputs. H = 20 covers a whole
+    16-unit block and a partial one."""
+    gru, ref = _pair(torch, rng, 8, 20, 1, True, False, False, dtype)
+    x = (rng.standard_normal((6, 3, 8)) * 1e3).astype(dtype)
+    x[2, 1, 3] = np.nan
+    x[1, 2, :] = np.inf
+    x[3, 0, :] = -np.inf
+    output, h_n = gru(x)
+    with torch.no_grad():
+        t_out, t_h = ref(torch.from_numpy(x))
+    t_out = t_out.numpy()
+    np.testing.assert_array_equal(np.isnan(output), np.isnan(t_out))
+    assert np.isnan(output).any() and not np.isnan(output).all()
+    assert_close(np.nan_to_num(output), np.nan_to_num(t_out), dtype)
