@@ -2,10 +2,11 @@
 
 For each thread count and case it builds cgru and every installed peer from the same weights,
 checks each peer's output against cgru's (a peer that disagrees is still timed, and flagged
-WRONG in the table), then times them interleaved (each repetition runs
-every implementation once, so machine drift hits all alike) and reports medians, speed-ups over
-each peer, and the share of the machine's GEMM limit: the case's FLOPs divided by the
-sgemm/dgemm rate measured in the same run at the same thread count.
+WRONG in the table), then times them interleaved (each repetition runs every implementation in
+turn: one untimed call, then a sample of calls lasting about 20 ms, so machine drift hits all
+alike and no sample starts in the caches another runtime left) and reports medians, speed-ups
+over each peer, and the share of the machine's GEMM limit: the case's FLOPs divided by the
+sgemm/dgemm rate measured at the start of the same run at the same thread count.
 """
 import argparse
 import json
@@ -44,8 +45,11 @@ def make_case(name):
     return peers.Case(name=name, lengths=lengths, **spec)
 
 
-def gemm_rate(dtype, threads, size=1024, repeats=5):
-    """GFLOP/s of scipy's sgemm/dgemm (the BLAS cgru calls) at `threads` threads."""
+def gemm_rate(dtype, threads, size=1024, repeats=10):
+    """GFLOP/s of scipy's sgemm/dgemm (the BLAS cgru calls) at `threads` threads: the best of
+    `repeats` after a warm-up. main() measures every rate before any runtime has started a
+    thread pool: measured after the 1-thread cases, the 2-thread rate read 208-226 instead of
+    272-302 GFLOP/s here, which inflated every 2-thread share."""
     from scipy.linalg import blas
     gemm = blas.sgemm if dtype == np.float32 else blas.dgemm
     a = np.asfortranarray(np.random.default_rng(0).standard_normal((size, size)), dtype=dtype)
@@ -54,7 +58,8 @@ def gemm_rate(dtype, threads, size=1024, repeats=5):
     if control:
         control.set(threads)
     try:
-        gemm(1.0, a, a)
+        for _ in range(3):
+            gemm(1.0, a, a)
         best = min(_time_once(lambda: gemm(1.0, a, a)) for _ in range(repeats))
     finally:
         if control:
@@ -112,6 +117,7 @@ def run_case(case, threads, repeats, peer_names=tuple(PEERS), pause=0.0):
         samples = {r.name: [] for r in live}
         for _ in range(repeats):
             for runner in live:
+                runner.run()    # untimed: back in cache and thread pool after the others ran
                 samples[runner.name].append(_time_once(runner.run, inner[runner.name]))
                 time.sleep(pause)
     results.update({name: float(np.median(times)) for name, times in samples.items()})
@@ -195,9 +201,11 @@ def main(argv=None, default_cases=None):
     if set(peer_names) - set(PEERS):
         parser.error(f"unknown peers {sorted(set(peer_names) - set(PEERS))}; choose from {PEERS}")
     all_rows = []
+    all_rates = {threads: {"float32": gemm_rate(np.float32, threads),
+                           "float64": gemm_rate(np.float64, threads)}
+                 for threads in threads_list}
     for threads in threads_list:
-        rates = {"float32": gemm_rate(np.float32, threads),
-                 "float64": gemm_rate(np.float64, threads)}
+        rates = all_rates[threads]
         rows = []
         for name in names:
             case = make_case(name)
