@@ -85,9 +85,7 @@ class BuildExtWithOpenMP(build_ext):
                 if _flag("CGRU_REQUIRE_OPENMP"):
                     raise RuntimeError(msg + " (CGRU_REQUIRE_OPENMP is set)")
                 warnings.warn(msg)
-        # -Wno-psabi: the kernel's 64-byte vector types (pyx/_inner.pxd) in static inline
-        # functions draw ABI notes from GCC in the SSE and AVX2 builds; nothing crosses an ABI.
-        optimise = ["/O2"] if ctype == "msvc" else ["-O3", "-Wno-psabi"]
+        optimise = ["/O2"] if ctype == "msvc" else ["-O3"]
         isa_builds = ctype in ("unix", "mingw32") and platform.machine().lower() in (
             "x86_64", "amd64", "i686", "i386")
         kept = []

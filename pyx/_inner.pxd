@@ -23,11 +23,21 @@ cdef extern from *:
     #define CGRU_UB 16              /* hidden units per block: one vector */
     #define CGRU_PANEL 48           /* columns of a weight panel: r, z, n of one block */
 
-    /* aligned(element): loads and stores need no 64-byte alignment (they get it anyway) */
-    typedef float cgru_vfloat __attribute__((vector_size(16 * sizeof(float)), aligned(4)));
-    typedef double cgru_vdouble __attribute__((vector_size(16 * sizeof(double)), aligned(8)));
-    typedef int32_t cgru_vfloat_bits __attribute__((vector_size(16 * sizeof(float))));
-    typedef int64_t cgru_vdouble_bits __attribute__((vector_size(16 * sizeof(double))));
+    /* Vectors of the build's register width: wider ones (16 doubles in one vector, or 16 floats
+       in an AVX2 build) made GCC pass them through the stack. aligned(element): loads and
+       stores need no vector alignment (they get it anyway). */
+    #if defined(__AVX512F__)
+    #define CGRU_VECTOR_BYTES 64
+    #elif defined(__AVX2__)
+    #define CGRU_VECTOR_BYTES 32
+    #else
+    #define CGRU_VECTOR_BYTES 16
+    #endif
+    #define CGRU_LANES(T) (CGRU_VECTOR_BYTES / (int)sizeof(T))
+    typedef float cgru_vfloat __attribute__((vector_size(CGRU_VECTOR_BYTES), aligned(4)));
+    typedef double cgru_vdouble __attribute__((vector_size(CGRU_VECTOR_BYTES), aligned(8)));
+    typedef int32_t cgru_vfloat_bits __attribute__((vector_size(CGRU_VECTOR_BYTES)));
+    typedef int64_t cgru_vdouble_bits __attribute__((vector_size(CGRU_VECTOR_BYTES)));
 
     /* where(mask, a, b) on vectors: lanes of a where mask is all ones, else b */
     #define CGRU_WHERE(T, mask, a, b) \
@@ -112,16 +122,19 @@ cdef extern from *:
                      const T *bias_hn, const T *h_prev, T *h_next) {                          \
         typedef cgru_v##T V;                                                                  \
         const V one = (V){0} + 1;                                                             \
-        V r = cgru_recip_##T(one + cgru_exp_##T(-(*(const V *)gi + *(const V *)bias_gi        \
-                                                  + *(const V *)gh)));                        \
-        V z = cgru_recip_##T(one + cgru_exp_##T(-(*(const V *)(gi + si)                       \
-                                                  + *(const V *)(bias_gi + sb)                \
-                                                  + *(const V *)(gh + sh))));                 \
-        V a = *(const V *)(gi + 2 * si) + *(const V *)(bias_gi + 2 * sb)                      \
-              + r * (*(const V *)(gh + 2 * sh) + *(const V *)bias_hn);                        \
-        V n = 2 * cgru_recip_##T(one + cgru_exp_##T(-2 * a)) - 1;   /* tanh(a) */             \
-        /* h' = (1 - z) * n + z * h, written as ATen's CPU cell writes it */                  \
-        *(V *)h_next = n + z * (*(const V *)h_prev - n);                                      \
+        for (int c = 0; c < CGRU_UB; c += CGRU_LANES(T)) {  /* 1 to 8 vectors */              \
+            V r = cgru_recip_##T(one + cgru_exp_##T(-(*(const V *)(gi + c)                    \
+                                                      + *(const V *)(bias_gi + c)             \
+                                                      + *(const V *)(gh + c))));              \
+            V z = cgru_recip_##T(one + cgru_exp_##T(-(*(const V *)(gi + si + c)               \
+                                                      + *(const V *)(bias_gi + sb + c)        \
+                                                      + *(const V *)(gh + sh + c))));         \
+            V a = *(const V *)(gi + 2 * si + c) + *(const V *)(bias_gi + 2 * sb + c)          \
+                  + r * (*(const V *)(gh + 2 * sh + c) + *(const V *)(bias_hn + c));          \
+            V n = 2 * cgru_recip_##T(one + cgru_exp_##T(-2 * a)) - 1;   /* tanh(a) */         \
+            /* h' = (1 - z) * n + z * h, written as ATen's CPU cell writes it */              \
+            *(V *)(h_next + c) = n + z * (*(const V *)(h_prev + c) - n);                      \
+        }                                                                                     \
     }                                                                                         \
     static inline void cgru_gate_rows_##T(int rows, int u, const T *restrict gi, long ld_gi,  \
                                           int si, const T *restrict gh, long ld_gh, int sh,   \
@@ -159,15 +172,12 @@ cdef extern from *:
     #if defined(__AVX512F__)
     #define CGRU_PANEL_ROWS_F 8    /* 8 x 3 = 24 of AVX-512's 32 registers accumulate */
     #define CGRU_PANEL_ROWS_D 4    /* 4 x 6 = 24: a double row of 48 takes 6 registers */
-    #define CGRU_VECTOR_BYTES 64
     #elif defined(__AVX2__)
     #define CGRU_PANEL_ROWS_F 2    /* 2 x 6 = 12 of AVX2's 16 registers */
     #define CGRU_PANEL_ROWS_D 1
-    #define CGRU_VECTOR_BYTES 32
     #else
     #define CGRU_PANEL_ROWS_F 1    /* SSE2's 16 registers hold one row of 48 floats */
     #define CGRU_PANEL_ROWS_D 1
-    #define CGRU_VECTOR_BYTES 16
     #endif
     #define CGRU_PANEL_ROWS CGRU_PANEL_ROWS_F   /* the most of either: sizes the buffers */
     #define CGRU_UNROLL _Pragma("GCC unroll 16")
@@ -181,7 +191,7 @@ cdef extern from *:
                                             const T *restrict panel, T *restrict acc,         \
                                             int accumulate) {                                 \
         typedef cgru_v##T V;                                                                  \
-        enum { S = CGRU_CHAINS(T, R), NV = CGRU_PANEL / CGRU_UB };                            \
+        enum { S = CGRU_CHAINS(T, R), VL = CGRU_LANES(T), NV = CGRU_PANEL / VL };             \
         V a[S][R][NV];                                                                        \
         CGRU_UNROLL for (int s = 0; s < S; s++)                                               \
             CGRU_UNROLL for (int m = 0; m < R; m++)                                           \
@@ -189,7 +199,7 @@ cdef extern from *:
         if (accumulate)                                                                       \
             CGRU_UNROLL for (int m = 0; m < R; m++)                                           \
                 CGRU_UNROLL for (int v = 0; v < NV; v++)                                      \
-                    a[0][m][v] = *(const V *)(acc + m * CGRU_PANEL + v * CGRU_UB);            \
+                    a[0][m][v] = *(const V *)(acc + m * CGRU_PANEL + v * VL);                 \
         int k = 0;                                                                            \
         for (; k + S <= K; k += S)                                                            \
             CGRU_UNROLL for (int s = 0; s < S; s++) {                                         \
@@ -207,7 +217,7 @@ cdef extern from *:
             CGRU_UNROLL for (int v = 0; v < NV; v++) {                                        \
                 V total = a[0][m][v];                                                         \
                 CGRU_UNROLL for (int s = 1; s < S; s++) total += a[s][m][v];                  \
-                *(V *)(acc + m * CGRU_PANEL + v * CGRU_UB) = total;                           \
+                *(V *)(acc + m * CGRU_PANEL + v * VL) = total;                                \
             }                                                                                 \
     }
     #define CGRU_PANEL_PRODUCT(T, MAX_ROWS)                                                   \
