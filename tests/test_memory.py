@@ -1,10 +1,14 @@
-"""The workspace stays bounded as the sequence grows: the input projection is computed in
-blocks of timesteps, not for all L at once (measured in a fresh process by peak RSS)."""
+"""Memory: the workspace stays bounded as the sequence grows (the input projection is computed
+in blocks of timesteps, not for all L at once; measured in a fresh process by peak RSS), and the
+buffers kept between calls never reach a caller."""
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+import cgru
 
 SCRIPT = """
 import json, resource, sys
@@ -35,3 +39,19 @@ def test_long_sequence_workspace_is_bounded(tmp_path):
     measured = json.loads(result.stdout)
     # the output array was already counted in the peak before the call; all else is workspace
     assert measured["extra_mb"] < 100, measured
+
+
+def test_kept_intermediate_buffers_never_leak_into_results():
+    # The outputs of all but the last layer go to buffers reused from call to call: results
+    # must never share them, and calls of other shapes in between must not disturb anything.
+    rng = np.random.default_rng(0)
+    gru = cgru.GRU(6, 20, 3, bidirectional=True, seed=0)
+    inputs = [rng.standard_normal((steps, batch, 6)).astype(np.float32)
+              for steps, batch in [(9, 4), (30, 7), (3, 2), (30, 7)]]
+    results = [gru(x) for x in inputs]
+    for x, (output, h_n) in zip(inputs, results):
+        # a module that never ran before: no kept buffers
+        expected = cgru.GRU(6, 20, 3, bidirectional=True, seed=0)(x)
+        np.testing.assert_array_equal(output, expected[0])
+        np.testing.assert_array_equal(h_n, expected[1])
+    assert not np.shares_memory(results[1][0], results[3][0])
