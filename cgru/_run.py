@@ -2,14 +2,12 @@
 shared by GRU and GRUCell. Each threshold names the measurement behind it."""
 import contextlib
 import functools
-import math
-import threading
 
 import numpy as np
 
-from ._aligned import aligned_empty
 from ._engine import kernel
 from ._blas_threads import blas_single_threaded
+from ._recycle import recycled_empty
 from ._threads import get_num_threads
 
 # The input projection of a layer is computed for a block of timesteps at a time, so the
@@ -33,10 +31,6 @@ MIN_ROWS_PER_THREAD = 8
 # from 8 to 256 (one GEMM over all the steps of a batch-1 sequence beats 1-row products).
 FUSE_MIN_ROWS = 8
 FUSE_MAX_ROWS = 256
-# The output of a layer that only feeds the next layer goes to one of two buffers kept per thread
-# and reused by later calls: memory fresh from the system costs a page fault per 4 KB when first
-# written, 5-6 ms of S5's 167 (two 13 MB layer outputs, 1 thread). Larger outputs are not kept.
-KEEP_INTERMEDIATE_BYTES = 32 << 20
 # Below this much work a call runs on one thread: opening a parallel region costs about 2 us,
 # more than a one-step call's whole compute (S1: 9 us on 2 threads, 7 us on 1).
 MIN_FLOPS_FOR_THREADS = 1 << 20
@@ -74,7 +68,6 @@ class LayerStack:
             * num_layers
         self.gemm_work_per_row = 3 * hidden_size * widest_input
         self.gi_row_bytes = 3 * hidden_size * self.dtype.itemsize
-        self._kept = threading.local()     # .buffers: the intermediate outputs' buffers
 
     def run(self, packed_layers, x, batch_sizes, h_n, dropout=None):
         """All layers over packed rows x (R, I); returns rows (R, D*H).
@@ -94,10 +87,7 @@ class LayerStack:
                  > BLAS_SINGLE_THREAD_WORK else _NO_GUARD)
         with guard:
             for layer in range(self.num_layers):
-                if layer == self.num_layers - 1:
-                    out = aligned_empty((rows, d * h), self.dtype)    # the caller's
-                else:
-                    out = self._intermediate(layer % 2, (rows, d * h))
+                out = recycled_empty((rows, d * h), self.dtype)
                 self.run_layer(x, packed_layers[layer], batch_sizes,
                                h_n[layer * d:(layer + 1) * d], out, n_threads,
                                steps_per_block, PANEL_MAX_ROWS, MIN_ROWS_PER_THREAD,
@@ -106,16 +96,3 @@ class LayerStack:
                     out = dropout(out)
                 x = out
         return x
-
-    def _intermediate(self, slot, shape):
-        """An array for the output of a layer that only the next layer reads: a view of this
-        thread's buffer `slot` (layer l writes slot l % 2 while reading the other)."""
-        size = math.prod(shape)
-        if size * self.dtype.itemsize > KEEP_INTERMEDIATE_BYTES:
-            return aligned_empty(shape, self.dtype)
-        buffers = getattr(self._kept, "buffers", None)
-        if buffers is None:
-            buffers = self._kept.buffers = [None, None]
-        if buffers[slot] is None or buffers[slot].size < size:
-            buffers[slot] = aligned_empty((size,), self.dtype)
-        return buffers[slot][:size].reshape(shape)

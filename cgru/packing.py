@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _rows
 from ._checks import to_numpy
+from ._recycle import recycled_empty
 from ._threads import get_num_threads
 
 __all__ = ["PackedSequence", "pack_padded_sequence", "pad_packed_sequence", "pack_sequence",
@@ -69,7 +70,7 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
         lengths = lengths[sorted_indices]
     steps, sequences = _packed_positions(lengths, sorted_indices)
     flat = sequences * max_len + steps if batch_first else steps * batch + sequences
-    data = np.empty((len(flat),) + padded.shape[2:], dtype=padded.dtype)
+    data = recycled_empty((len(flat),) + padded.shape[2:], padded.dtype)
     _rows.gather_rows(_byte_rows(np.ascontiguousarray(padded), max_len * batch), flat,
                       _byte_rows(data, len(flat)), _copy_threads(data.nbytes))
     return PackedSequence(data, _batch_sizes(lengths), sorted_indices)
@@ -99,8 +100,8 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
     source[sequences * max_len + steps if batch_first else steps * batch + sequences] = \
         np.arange(len(steps), dtype=np.int64)
     trailing = data.shape[1:]
-    padded = np.empty(((batch, max_len) if batch_first else (max_len, batch)) + trailing,
-                      dtype=data.dtype)
+    padded = recycled_empty(((batch, max_len) if batch_first else (max_len, batch)) + trailing,
+                            data.dtype)
     fill = np.full(trailing, padding_value, dtype=data.dtype)
     _rows.gather_rows_or_fill(_byte_rows(np.ascontiguousarray(data), len(steps)), source,
                               _byte_rows(fill, 1)[0], _byte_rows(padded, max_len * batch),

@@ -1,6 +1,6 @@
 """Memory: the workspace stays bounded as the sequence grows (the input projection is computed
 in blocks of timesteps, not for all L at once; measured in a fresh process by peak RSS), and the
-buffers kept between calls never reach a caller."""
+memory recycled between calls is never shared by two live arrays."""
 import json
 import subprocess
 import sys
@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import cgru
+from cgru import _recycle
+from cgru._recycle import recycled_empty
 
 SCRIPT = """
 import json, resource, sys
@@ -41,17 +43,43 @@ def test_long_sequence_workspace_is_bounded(tmp_path):
     assert measured["extra_mb"] < 100, measured
 
 
-def test_kept_intermediate_buffers_never_leak_into_results():
-    # The outputs of all but the last layer go to buffers reused from call to call: results
-    # must never share them, and calls of other shapes in between must not disturb anything.
+
+def test_results_never_share_recycled_memory():
+    # Layer outputs (inner layers' and the result) live on blocks recycled from call to call:
+    # no result may share one with another, and calls of other shapes in between must leave
+    # every earlier result intact.
     rng = np.random.default_rng(0)
-    gru = cgru.GRU(6, 20, 3, bidirectional=True, seed=0)
-    inputs = [rng.standard_normal((steps, batch, 6)).astype(np.float32)
-              for steps, batch in [(9, 4), (30, 7), (3, 2), (30, 7)]]
+    gru = cgru.GRU(60, 200, 3, bidirectional=True, seed=0)
+    inputs = [rng.standard_normal((steps, batch, 60)).astype(np.float32)
+              for steps, batch in [(90, 4), (300, 7), (30, 2), (300, 7)]]
     results = [gru(x) for x in inputs]
     for x, (output, h_n) in zip(inputs, results):
-        # a module that never ran before: no kept buffers
-        expected = cgru.GRU(6, 20, 3, bidirectional=True, seed=0)(x)
+        # a new module, whose calls start from blocks other than those of the results above
+        expected = cgru.GRU(60, 200, 3, bidirectional=True, seed=0)(x)
         np.testing.assert_array_equal(output, expected[0])
         np.testing.assert_array_equal(h_n, expected[1])
     assert not np.shares_memory(results[1][0], results[3][0])
+
+
+def test_a_block_is_reused_only_when_no_array_uses_it():
+    _recycle._FREE.clear()
+    shape = (1000, 300)             # 1.2 MB: large enough to be recycled
+    first = recycled_empty(shape, np.float32)
+    assert first.flags.c_contiguous and first.flags.writeable
+    assert first.shape == shape and first.dtype == np.float32
+    assert first.ctypes.data % 64 == 0
+    view = first[10:]
+    address = first.ctypes.data
+    del first
+    second = recycled_empty(shape, np.float32)      # the view still uses the first block
+    assert not np.shares_memory(second, view)
+    given_back = {address, second.ctypes.data}
+    del view, second
+    third = recycled_empty((999, 301), np.float32)  # same size class: a block comes back
+    assert third.ctypes.data in given_back and third.shape == (999, 301)
+
+
+def test_free_list_is_bounded():
+    arrays = [recycled_empty((8 << 20,), np.uint8) for _ in range(20)]   # 160 MB
+    del arrays
+    assert _recycle._FREE.nbytes <= _recycle.FREE_LIST_MAX_BYTES
