@@ -3,8 +3,9 @@
 For each thread count and case it builds cgru and every installed peer from the same weights,
 checks each peer's output against cgru's (a peer that disagrees is still timed, and flagged
 WRONG in the table), then times them interleaved (each repetition runs every implementation in
-turn: one untimed call, then a sample of calls lasting about 20 ms, so machine drift hits all
-alike and no sample starts in the caches another runtime left) and reports medians, speed-ups
+turn, in an order that rotates from one repetition to the next: one untimed call, then a sample
+of calls lasting about 20 ms, so machine drift, and what one runtime leaves behind for the
+next, hit all alike) and reports medians, speed-ups
 over each peer, and the share of the machine's GEMM limit: the case's FLOPs divided by the
 sgemm/dgemm rate measured at the start of the same run at the same thread count.
 """
@@ -115,8 +116,13 @@ def run_case(case, threads, repeats, peer_names=tuple(PEERS), pause=0.0):
         # enough calls per sample to last ~20 ms, so the timer and call jitter do not dominate
         inner = {r.name: max(1, int(0.02 / max(_time_once(r.run), 1e-7))) for r in live}
         samples = {r.name: [] for r in live}
-        for _ in range(repeats):
-            for runner in live:
+        for repeat in range(repeats):
+            # The order rotates from sample to sample, so that each implementation follows
+            # each other one equally often: what one leaves behind (a cache full of its own
+            # dirty data, a fragmented heap) slowed the next for several calls (cgru's S8
+            # 7.75 -> 9.8 ms on its first call after PyTorch, 8.3 ms on its fifth), and in a
+            # fixed order cgru always came right after the NumPy peer.
+            for runner in live[repeat % len(live):] + live[:repeat % len(live)]:
                 runner.run()    # untimed: back in cache and thread pool after the others ran
                 samples[runner.name].append(_time_once(runner.run, inner[runner.name]))
                 time.sleep(pause)
