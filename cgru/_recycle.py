@@ -26,10 +26,10 @@ def recycled_empty(shape, dtype):
     goes back to the free list.
     """
     dtype = np.dtype(dtype)
-    shape = tuple(int(n) for n in shape)
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < RECYCLE_MIN_BYTES:
+    if nbytes < RECYCLE_MIN_BYTES:      # first, and cheap: one-step calls come here (S1)
         return aligned_empty(shape, dtype)
+    shape = tuple(int(n) for n in shape)
     size_class = _size_class(nbytes)
     block = _FREE.take(size_class)
     if block is None:
