@@ -64,6 +64,9 @@ def as_float_array(value, name, dtype):
     TypeError for what is not numeric array data: strings, None, dicts, plain Python
     scalars, object or complex arrays.
     """
+    if type(value) is np.ndarray and value.ndim and value.dtype.kind in "biuf":
+        # the common case first: the checks below cost about 1 us (S1's call takes 9)
+        return np.array(value, dtype=dtype, order="C", copy=True)
     if value is None or isinstance(value, (str, bytes, dict, numbers.Number, np.generic)):
         raise TypeError(f"{name} must be an array, got {type(value).__name__}")
     try:

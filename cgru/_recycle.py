@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ._aligned import ALIGNMENT, aligned_empty
+from ._aligned import ALIGNMENT, SMALL_BYTES, aligned_empty
 
 # Smaller arrays come from NumPy: their faults are few, and a lease costs about 2 us.
 RECYCLE_MIN_BYTES = 1 << 20
@@ -27,7 +27,9 @@ def recycled_empty(shape, dtype):
     """
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < RECYCLE_MIN_BYTES:      # first, and cheap: one-step calls come here (S1)
+    if nbytes < SMALL_BYTES:            # first, and cheap: one-step calls come here (S1)
+        return np.empty(shape, dtype)
+    if nbytes < RECYCLE_MIN_BYTES:
         return aligned_empty(shape, dtype)
     shape = tuple(int(n) for n in shape)
     size_class = _size_class(nbytes)
