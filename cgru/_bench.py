@@ -118,9 +118,9 @@ def run_case(case, threads, repeats, peer_names=tuple(PEERS), pause=0.0):
         samples = {r.name: [] for r in live}
         for repeat in range(repeats):
             # The order rotates from sample to sample, so that each implementation follows
-            # each other one equally often: what one leaves behind (a cache full of its own
-            # dirty data, a fragmented heap) slowed the next for several calls (cgru's S8
-            # 7.75 -> 9.8 ms on its first call after PyTorch, 8.3 ms on its fifth), and in a
+            # each other one equally often: what one leaves behind (caches full of its own
+            # data) slowed the next for several calls (cgru's S8: 7.75 ms in a loop of its
+            # own, 9.8 ms on its first call after PyTorch's, 8.3 ms on its fifth), and in a
             # fixed order cgru always came right after the NumPy peer.
             for runner in live[repeat % len(live):] + live[:repeat % len(live)]:
                 runner.run()    # untimed: back in cache and thread pool after the others ran

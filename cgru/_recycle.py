@@ -1,11 +1,12 @@
 """Large result arrays on recycled memory.
 
 Memory fresh from the operating system costs a page fault per 4 KB page the first time it is
-written: 0.3 ms per MB on the development VM, where S8's three fresh arrays (packed input,
-packed output, padded output: 11.6 MB) took 1-4 ms of a 7-9 ms call, depending on whether
-the C library had kept freed memory or given it back. So a large array is a view of a block
-that returns to a bounded free list when the last array using it is gone; the next call of
-about the same size takes it from there, its pages already mapped.
+written: 0.2-0.3 ms per MB on the development VM. glibc gives large freed blocks back to the
+system when enough of them pile up at the top of its heap, and S5's two 13 MB layer outputs
+came fresh on every call (5-6 ms of 167). So a large array is a view of a block that returns to
+a bounded free list when the last array using it is gone; the next call of about the same size
+takes it from there, its pages already mapped: S5 at one thread 169.3 -> 159.9 ms. (S8's
+smaller arrays, which glibc kept, gained nothing.)
 """
 import math
 
