@@ -48,7 +48,9 @@ def _size_class(nbytes):
 
 class _FreeList:
     """Blocks not leased, by size class. Only single list operations, atomic under the GIL:
-    no lock, which __del__ could otherwise re-enter from a garbage collection."""
+    no lock, which __del__ could otherwise re-enter from a garbage collection. (The byte count
+    may drift by a block when threads race on it: the bound is approximate, never the
+    blocks.)"""
 
     def __init__(self):
         self._blocks = {}

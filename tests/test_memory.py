@@ -4,6 +4,7 @@ memory recycled between calls is never shared by two live arrays."""
 import json
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -83,3 +84,30 @@ def test_free_list_is_bounded():
     arrays = [recycled_empty((8 << 20,), np.uint8) for _ in range(20)]   # 160 MB
     del arrays
     assert _recycle._FREE.nbytes <= _recycle.FREE_LIST_MAX_BYTES
+
+
+def test_recycled_results_from_many_python_threads():
+    # Results of 1 MB and more come from the shared free list: threads taking and giving back
+    # blocks at once must each get their own (compared with the same calls made one by one).
+    rng = np.random.default_rng(1)
+    gru = cgru.GRU(16, 128, bidirectional=True, seed=0)
+    inputs = [rng.standard_normal((300 + 10 * i, 5, 16)).astype(np.float32) for i in range(6)]
+    expected = [gru(x)[0] for x in inputs]
+    assert all(e.nbytes >= _recycle.RECYCLE_MIN_BYTES for e in expected)
+    results, errors = [None] * len(inputs), []
+
+    def work(i):
+        try:
+            for _ in range(4):
+                results[i] = gru(inputs[i])[0]
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
