@@ -9,6 +9,7 @@ takes it from there, its pages already mapped: S5 at one thread 169.3 -> 159.9 m
 smaller arrays, which glibc kept, gained nothing.)
 """
 import math
+import threading
 
 import numpy as np
 
@@ -47,31 +48,37 @@ def _size_class(nbytes):
 
 
 class _FreeList:
-    """Blocks not leased, by size class. Only single list operations, atomic under the GIL:
-    no lock, which __del__ could otherwise re-enter from a garbage collection. (The byte count
-    may drift by a block when threads race on it: the bound is approximate, never the
-    blocks.)"""
+    """Blocks not leased, by size class, at most FREE_LIST_MAX_BYTES of them."""
 
     def __init__(self):
         self._blocks = {}
         self.nbytes = 0
+        self._lock = threading.Lock()
 
     def take(self, size_class):
-        try:
-            block = self._blocks.get(size_class, []).pop()
-        except IndexError:
-            return None
-        self.nbytes -= size_class
-        return block
+        with self._lock:
+            blocks = self._blocks.get(size_class)
+            if not blocks:
+                return None
+            self.nbytes -= size_class
+            return blocks.pop()
 
     def give_back(self, block, size_class):
-        if self.nbytes + size_class <= FREE_LIST_MAX_BYTES:
-            self.nbytes += size_class
-            self._blocks.setdefault(size_class, []).append(block)
+        # Never waits: it runs from __del__, which a garbage collection may start inside
+        # take() on the same thread; when the lock is busy the block is simply released.
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if self.nbytes + size_class <= FREE_LIST_MAX_BYTES:
+                self.nbytes += size_class
+                self._blocks.setdefault(size_class, []).append(block)
+        finally:
+            self._lock.release()
 
     def clear(self):
-        self._blocks = {}
-        self.nbytes = 0
+        with self._lock:
+            self._blocks = {}
+            self.nbytes = 0
 
 
 _FREE = _FreeList()
