@@ -7,9 +7,9 @@
 # (vinsertps) in the gate pass, and copied the product accumulators through the stack on entry
 # and exit (rep movsq), 10-30% of a 40- or 128-deep product.
 #
-# Sigmoid and tanh: Cephes-style exp (about 1 ulp in float, a few ulps in double) with the
-# power of two built from the exponent bits. Absolute error of sigmoid and tanh: below 2.5e-7
-# (float), 5e-16 (double), which the parity tests bound.
+# Sigmoid and tanh: from exp, within an ulp or two (float: a 16-entry table and a cubic with
+# AVX-512, else Cephes' polynomial; double: Cephes' rational). Absolute error of sigmoid and
+# tanh: below 2.5e-7 (float), 5e-16 (double), which the parity tests bound.
 
 cdef extern from *:
     """
@@ -44,6 +44,37 @@ cdef extern from *:
     #define CGRU_WHERE(T, mask, a, b) \
         ((cgru_v##T)(((mask) & (cgru_v##T##_bits)(a)) | (~(mask) & (cgru_v##T##_bits)(b))))
 
+    #if defined(__AVX512F__)
+    #include <immintrin.h>
+    /* exp(x) = 2^(k / 16) * exp(r), k = round(16 x / ln 2), |r| <= ln 2 / 32: the 16 powers
+       2^(j / 16) from a register table (one permute), exp(r) by a cubic (truncation error
+       9e-9), 2^floor(k / 16) by scalef. About 13 instructions against 20 for the Cephes
+       polynomial below, with the same accuracy of sigmoid and tanh (max abs error 9.0e-8 and
+       1.8e-7 on [-30, 30], both ways): gate pass alone 1.43 -> 1.18 ms. */
+    static inline cgru_vfloat cgru_exp_float(cgru_vfloat value) {
+        const __m512 table = _mm512_setr_ps(
+            1.000000000e+00f, 1.044273782e+00f, 1.090507733e+00f, 1.138788635e+00f,
+            1.189207115e+00f, 1.241857812e+00f, 1.296839555e+00f, 1.354255547e+00f,
+            1.414213562e+00f, 1.476826146e+00f, 1.542210825e+00f, 1.610490332e+00f,
+            1.681792831e+00f, 1.756252160e+00f, 1.834008086e+00f, 1.915206561e+00f);
+        /* max/min return their second operand for a NaN: NaN passes through */
+        __m512 x = _mm512_min_ps(_mm512_set1_ps(88.0f),
+                                 _mm512_max_ps(_mm512_set1_ps(-87.0f), (__m512)value));
+        /* t = 16 x / ln 2 + 1.5 * 2^23: k in its low mantissa bits, the table index in the
+           lowest four (the permute reads only those) */
+        __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(23.083120654223414f),
+                                   _mm512_set1_ps(12582912.0f));
+        __m512 k = _mm512_sub_ps(t, _mm512_set1_ps(12582912.0f));
+        /* r = x - k ln2 / 16 in two parts; the first has 13 bits, so k times it is exact */
+        __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.0433197021484375f), x);
+        r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.996636559080e-06f), r);
+        __m512 q = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 6), r, _mm512_set1_ps(0.5f));
+        q = _mm512_mul_ps(_mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f)), r);   /* exp(r) - 1 */
+        __m512 power = _mm512_permutexvar_ps(_mm512_castps_si512(t), table);
+        return (cgru_vfloat)_mm512_scalef_ps(_mm512_fmadd_ps(q, power, power),
+                                             _mm512_mul_ps(k, _mm512_set1_ps(0.0625f)));
+    }
+    #else
     static inline cgru_vfloat cgru_exp_float(cgru_vfloat x) {
         const cgru_vfloat zero = {0};
         /* clamped to [-87, 88] so the power of two below is finite; NaN passes through */
@@ -64,6 +95,7 @@ cdef extern from *:
         cgru_vfloat_bits bits = (cgru_vfloat_bits)(n + (127.0f + 8388608.0f)) << 23;
         return p * (cgru_vfloat)bits;
     }
+    #endif
 
     static inline cgru_vdouble cgru_exp_double(cgru_vdouble x) {
         const cgru_vdouble zero = {0};
