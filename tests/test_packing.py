@@ -32,6 +32,37 @@ def test_pack_pad_round_trip(rng):
         np.testing.assert_array_equal(s, u)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("enforce_sorted", [False, True])
+def test_large_pack_and_pad_against_plain_loops(rng, threads, batch_first, enforce_sorted):
+    """Batches over 1 MB (copied in parallel), trailing dims, int and float rows: every packed
+    row and every padded row where a plain per-sequence loop puts it."""
+    lengths = rng.integers(1, 151, size=97)
+    if enforce_sorted:
+        lengths = np.sort(lengths)[::-1]
+    padded = rng.standard_normal((150, 97, 5, 7))
+    src = np.ascontiguousarray(padded.transpose(1, 0, 2, 3)) if batch_first else padded
+    order = np.argsort(-lengths, kind="stable")
+    want = np.concatenate([padded[t, order[lengths[order] > t]] for t in range(lengths.max())])
+    with cgru.use_threads(threads):
+        packed = cgru.pack_padded_sequence(src, lengths, batch_first=batch_first,
+                                           enforce_sorted=enforce_sorted)
+        np.testing.assert_array_equal(packed.data, want)
+        as_ints = packed._replace(data=(packed.data * 1000).astype(np.int32))
+        for data, fill in ((packed, -2.5), (as_ints, 3)):
+            back, back_lengths = cgru.pad_packed_sequence(data, batch_first=batch_first,
+                                                          padding_value=fill, total_length=160)
+            np.testing.assert_array_equal(back_lengths, lengths)
+            for i, n in enumerate(lengths):
+                sequence = back[i] if batch_first else back[:, i]
+                expected = src[i, :n] if batch_first else src[:n, i]
+                if data is as_ints:
+                    expected = (expected * 1000).astype(np.int32)
+                np.testing.assert_array_equal(sequence[:n], expected)
+                assert np.all(sequence[n:] == fill) and sequence.shape[0] == 160
+
+
 def test_total_length_pads_further():
     packed = cgru.pack_sequence([np.ones((3, 1)), np.ones((2, 1))])
     padded, lengths = cgru.pad_packed_sequence(packed, total_length=6, padding_value=-1)
