@@ -65,3 +65,16 @@ def test_many_blocks_with_changing_slices(monkeypatch, rng, fuse):
             got_out, got_h = gru(packed)
         np.testing.assert_allclose(got_out.data, want_out.data, atol=1e-13)
         np.testing.assert_allclose(got_h, want_h, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_row_count_of_a_register_block(rng, dtype):
+    # Each count of rows left after the blocks of 8 (4 in double) has its own product kernel.
+    gru = cgru.GRU(6, 17, dtype=dtype, seed=0)
+    for batch in range(1, 18):
+        x = rng.standard_normal((3, batch, 6)).astype(dtype)
+        hx = rng.standard_normal((1, batch, 17)).astype(dtype)
+        out, h_n = gru(x, hx)
+        ref_out, ref_h = gru_reference(gru.state_dict(), x, hx, 1, False)
+        assert_close(out, ref_out, dtype)
+        assert_close(h_n, ref_h, dtype)
