@@ -3,9 +3,9 @@
 For each thread count and case it builds cgru and every installed peer from the same weights,
 checks each peer's output against cgru's (a peer that disagrees is still timed, and flagged
 WRONG in the table), then times them interleaved (each repetition runs every implementation in
-turn, in an order that rotates from one repetition to the next: one untimed call, then a sample
-of calls lasting about 20 ms, so machine drift, and what one runtime leaves behind for the
-next, hit all alike) and reports medians, speed-ups
+turn, in an order that rotates from one repetition to the next: untimed calls for about 20 ms,
+then a timed sample of as many calls, so machine drift, and what one runtime leaves behind for
+the next, hit all alike) and reports medians, speed-ups
 over each peer, and the share of the machine's GEMM limit: the case's FLOPs divided by the
 sgemm/dgemm rate measured at the start of the same run at the same thread count.
 """
@@ -123,7 +123,12 @@ def run_case(case, threads, repeats, peer_names=tuple(PEERS), pause=0.0):
             # own, 9.8 ms on its first call after PyTorch's, 8.3 ms on its fifth), and in a
             # fixed order cgru always came right after the NumPy peer.
             for runner in live[repeat % len(live):] + live[:repeat % len(live)]:
-                runner.run()    # untimed: back in cache and thread pool after the others ran
+                # Untimed first, for as long as the sample lasts (not one call): after another
+                # runtime, or any pause, every implementation is slow for some milliseconds
+                # (S8 after PyTorch's: cgru 8.8, 8.1, 7.4, 7.1 ms, then 6.9; PyTorch after
+                # cgru's: 17.6, 14.7, 13.7, 13.5, then 13.2). One untimed call left a fast
+                # implementation in that state for its whole sample and a slow one barely.
+                _time_once(runner.run, inner[runner.name])
                 samples[runner.name].append(_time_once(runner.run, inner[runner.name]))
                 time.sleep(pause)
     results.update({name: float(np.median(times)) for name, times in samples.items()})
