@@ -16,12 +16,16 @@ def available_isas():
     """The kernel builds present in this installation that this CPU can run, best first."""
     found = []
     for isa in ISAS:
+        # Ask the CPU first: importing a build the CPU cannot run may already execute its
+        # instructions (module set-up code compiled with -mavx512f crashed an AVX2-only AMD
+        # EPYC with SIGILL).
+        if not _cpu.supports(isa):
+            continue
         try:
             importlib.import_module(f"cgru._gru_{isa}")
         except ImportError:
             continue
-        if _cpu.supports(isa):
-            found.append(isa)
+        found.append(isa)
     return found
 
 
