@@ -18,7 +18,10 @@ PROJECTION_WORKSPACE_BYTES = 4 << 20
 # than OpenBLAS from 2 to 128 rows at H = 256 and 512, 0.9-1.4x at H = 128, and (k-blocked,
 # projection fused) 3-5% faster at 256 rows, H = 512 (S6), where OpenBLAS spends 12% of its
 # time re-packing the weights on every call.
-PANEL_MAX_ROWS = 256
+# That holds where the register block is 8 rows (AVX-512). With AVX2's 2-row block (AMD EPYC
+# Zen 2, 1 thread), OpenBLAS won from 32 rows: S5 576 -> 333 ms and S6 915 -> 471 ms with 16
+# as the limit (and the fused projection below held to it), S2-S4 unchanged or faster.
+PANEL_MAX_ROWS = 256 if kernel.PANEL_ROWS_FLOAT >= 8 else 16
 # A team of threads splits the sequences when each thread gets at least this many (no barrier
 # per step), else the hidden units of every step (each thread keeps its slice of the weights,
 # and full 8-row register blocks, one barrier per step). 2 threads: S3 (4 rows each) units
@@ -30,7 +33,7 @@ MIN_ROWS_PER_THREAD = 8
 # at all. Measured at H = 128 (1 thread): fused 40% slower at batch 1, even at 4, 5-10% faster
 # from 8 to 256 (one GEMM over all the steps of a batch-1 sequence beats 1-row products).
 FUSE_MIN_ROWS = 8
-FUSE_MAX_ROWS = 256
+FUSE_MAX_ROWS = min(256, PANEL_MAX_ROWS)
 # Below this much work a call runs on one thread: opening a parallel region costs about 2 us,
 # more than a one-step call's whole compute (S1: 9 us on 2 threads, 7 us on 1).
 MIN_FLOPS_FOR_THREADS = 1 << 20

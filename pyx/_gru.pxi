@@ -50,6 +50,7 @@ from _openmp cimport CGRU_OPENMP, cgru_barrier, omp_get_num_threads, omp_get_thr
 UNIT_BLOCK = 16          # hidden units per gate-column block; cgru/_layout.py reads it here
 PANEL_WIDTH = 48         # columns of a weight panel: r, z, n of one block, zero padded
 OPENMP_ENABLED = bool(CGRU_OPENMP)
+PANEL_ROWS_FLOAT = CGRU_PANEL_ROWS_F   # rows of the register block: cgru/_run.py's policy reads it
 
 cdef enum:
     _UB = 16
