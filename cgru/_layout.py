@@ -38,13 +38,26 @@ def weight_panels(weight):
     return panels
 
 
+def backward_panels(packed_w_hh):
+    """The backward pass's recurrent weights: packed w_hh (H, 3H) as ceil(H / 48) panels
+    (J, 3H, 48), panel j holding hidden units 48j .. 48j+47 of every row, zero padded, so that
+    dL/dh(t-1) = dG_h @ W_hh is a register-blocked product per 48 units."""
+    h, g3 = packed_w_hh.shape
+    n_panels = -(-h // PANEL_WIDTH)
+    panels = np.zeros((n_panels, g3, PANEL_WIDTH), dtype=packed_w_hh.dtype)
+    for j in range(n_panels):
+        units = packed_w_hh[j * PANEL_WIDTH:(j + 1) * PANEL_WIDTH]
+        panels[j, :, :len(units)] = units.T
+    return panels
+
+
 def pack_layer(directions, hidden_size, dtype):
     """Stack the directions of one layer in the kernel's layout.
 
     directions: one (w_ih (3H, I), w_hh (3H, H), b_ih (3H,) or None, b_hh (3H,) or None) per
     direction. Returns the kernel's LayerWeights of (w_ih (D, I, 3H), w_ih_panels (D, K, I, 48),
-    w_hh (D, H, 3H), w_hh_panels (D, K, H, 48), bias_gi (D, 3H), bias_hn (D, H)), where
-    K = ceil(H / 16) and bias_gi = b_ih + b_hh for the r and z gates and b_in for n (b_hn must
+    w_hh (D, H, 3H), w_hh_panels (D, K, H, 48), bias_gi (D, 3H), bias_hn (D, H)) and
+    back_panels (D, J, 3H, 48) for the backward pass, where K = ceil(H / 16), J = ceil(H / 48) and bias_gi = b_ih + b_hh for the r and z gates and b_in for n (b_hn must
     stay inside r * (...)).
     """
     order = gate_column_order(hidden_size)
@@ -62,5 +75,24 @@ def pack_layer(directions, hidden_size, dtype):
         combined[: 2 * h] += b_hh[: 2 * h]
         bias_gi.append(combined[order])
         bias_hn.append(b_hh[2 * h:])
-    return kernel.LayerWeights(*(aligned_copy(np.stack(parts), dtype)
-                                 for parts in (w_ih, ih_panels, w_hh, hh_panels, bias_gi, bias_hn)))
+    arrays = [aligned_copy(np.stack(parts), dtype)
+              for parts in (w_ih, ih_panels, w_hh, hh_panels, bias_gi, bias_hn)]
+    back = aligned_copy(np.stack([backward_panels(w) for w in arrays[2]]), dtype)
+    return kernel.LayerWeights(*arrays, back)
+
+
+def unpack_layer_grads(grads, hidden_size):
+    """The kernel's gradients of one layer (dw_ih (D, I, 3H), dw_hh (D, H, 3H), db_ih (D, 3H),
+    db_hh (D, 3H), columns in the packed order) as PyTorch's: per direction, (weight_ih
+    (3H, I), weight_hh (3H, H), bias_ih (3H,), bias_hh (3H,)), new C-contiguous arrays."""
+    order = gate_column_order(hidden_size)
+    dw_ih, dw_hh, db_ih, db_hh = grads
+    directions = []
+    for d in range(dw_ih.shape[0]):
+        parts = []
+        for packed in (dw_ih[d].T, dw_hh[d].T, db_ih[d], db_hh[d]):
+            grad = np.empty(packed.shape, dtype=packed.dtype)
+            grad[order] = packed
+            parts.append(grad)
+        directions.append(parts)
+    return directions

@@ -2,6 +2,7 @@
 shared by GRU and GRUCell. Each threshold names the measurement behind it."""
 import contextlib
 import functools
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -42,10 +43,27 @@ MIN_FLOPS_FOR_THREADS = 1 << 20
 # need no thread limit, which saves two ctypes calls on one-step (streaming) calls.
 BLAS_SINGLE_THREAD_WORK = 65536 * 4
 
+# The backward pass works through blocks of steps whose dG_i, dG_h and h(t-1) rows (7H values a
+# row) take about this many bytes per direction: its weight-gradient GEMMs then have thousands
+# of rows (S6: 585, S5: 1170), while the workspace stays bounded however long the sequence.
+BACKWARD_WORKSPACE_BYTES = 8 << 20
+
 # The kernel's float and double specializations, looked up once: calling a fused Cython function
 # through its dispatcher costs microseconds per call.
 _LAYER_KERNELS = {np.dtype(np.float32): kernel.gru_layer["float"],
                   np.dtype(np.float64): kernel.gru_layer["double"]}
+_BACKWARD_KERNELS = {np.dtype(np.float32): kernel.gru_layer_backward["float"],
+                     np.dtype(np.float64): kernel.gru_layer_backward["double"]}
+
+
+class LayerTape(NamedTuple):
+    """What the backward pass of one layer needs of its forward pass."""
+    x: np.ndarray           # (R, I) the layer's input rows (after the dropout below it)
+    out: np.ndarray         # (R, D*H) its output rows (before dropout)
+    save: np.ndarray        # (D, R, 4H) the gates the kernel saved
+    weights: object         # the LayerWeights of that forward pass
+    h0: np.ndarray          # (D, N, H) its initial state
+    mask: Optional[np.ndarray]  # (R, D*H) the dropout applied to out (scale included), or None
 _NO_GUARD = contextlib.nullcontext()
 
 
@@ -71,6 +89,83 @@ class LayerStack:
             * num_layers
         self.gemm_work_per_row = 3 * hidden_size * widest_input
         self.gi_row_bytes = 3 * hidden_size * self.dtype.itemsize
+
+    def _policy(self, rows, batch_sizes):
+        """(threads, steps per projection block, fused-projection limit, BLAS guard)."""
+        batch = int(batch_sizes[0])
+        n_threads = get_num_threads() if rows * self.flops_per_row >= MIN_FLOPS_FOR_THREADS else 1
+        steps_per_block = max(1, PROJECTION_WORKSPACE_BYTES // (self.gi_row_bytes * batch))
+        gemm_rows = max(min(steps_per_block, len(batch_sizes)) * batch,
+                        batch if batch > PANEL_MAX_ROWS else 0)
+        fuse_max_rows = FUSE_MAX_ROWS if batch >= FUSE_MIN_ROWS else 0
+        guard = (blas_single_threaded() if gemm_rows * self.gemm_work_per_row
+                 > BLAS_SINGLE_THREAD_WORK else _NO_GUARD)
+        return n_threads, steps_per_block, fuse_max_rows, guard
+
+    def run_saving(self, packed_layers, x, batch_sizes, h_n, dropout_mask=None):
+        """Like run, keeping what the backward pass needs: returns (rows, [LayerTape]).
+
+        dropout_mask, if given, maps a shape to the mask (scale included) that multiplies a
+        layer's output rows on their way to the next layer.
+        """
+        d, h = self.dirs, self.hidden
+        rows = x.shape[0]
+        h0 = h_n.copy()
+        n_threads, steps_per_block, fuse_max_rows, guard = self._policy(rows, batch_sizes)
+        tape = []
+        with guard:
+            for layer in range(self.num_layers):
+                weights = packed_layers[layer]
+                out = np.empty((rows, d * h), dtype=self.dtype)
+                save = np.empty((d, rows, 4 * h), dtype=self.dtype)
+                self.run_layer(x, weights, batch_sizes, h_n[layer * d:(layer + 1) * d], out,
+                               n_threads, steps_per_block, PANEL_MAX_ROWS, MIN_ROWS_PER_THREAD,
+                               fuse_max_rows, save)
+                mask = None
+                if dropout_mask is not None and layer < self.num_layers - 1:
+                    mask = dropout_mask(out.shape)
+                tape.append(LayerTape(x, out, save, weights, h0[layer * d:(layer + 1) * d],
+                                      mask))
+                x = out if mask is None else out * mask
+        return x, tape
+
+    def backward(self, tape, batch_sizes, grad_rows, grad_h_n):
+        """The backward pass through every layer of a run_saving call.
+
+        grad_rows (R, D*H): dL/d(last layer's output rows); grad_h_n (D*layers, N, H), in the
+        kernel's (sorted) batch order. Returns (dL/dx (R, I), dL/dh_0 (D*layers, N, H), and per
+        layer (dw_ih (D, I, 3H), dw_hh (D, H, 3H), db_ih (D, 3H), db_hh (D, 3H)) in the kernel's
+        layout), all new arrays.
+        """
+        d, h = self.dirs, self.hidden
+        rows, batch = grad_rows.shape[0], int(batch_sizes[0])
+        n_threads = get_num_threads() if rows * self.flops_per_row >= MIN_FLOPS_FOR_THREADS else 1
+        steps_per_block = max(1, BACKWARD_WORKSPACE_BYTES
+                              // (7 * h * self.dtype.itemsize * batch))
+        run_backward = _BACKWARD_KERNELS[self.dtype]
+        grad_h0 = np.empty((d * self.num_layers, batch, h), dtype=self.dtype)
+        layer_grads = [None] * self.num_layers
+        guard = (blas_single_threaded() if rows * self.gemm_work_per_row
+                 > BLAS_SINGLE_THREAD_WORK else _NO_GUARD)
+        with guard:
+            for layer in reversed(range(self.num_layers)):
+                record = tape[layer]
+                inputs = record.x.shape[1]
+                dh = np.array(grad_h_n[layer * d:(layer + 1) * d], dtype=self.dtype, order="C")
+                grad_x = np.empty((d, rows, inputs), dtype=self.dtype)
+                grads = (np.zeros((d, inputs, 3 * h), dtype=self.dtype),
+                         np.zeros((d, h, 3 * h), dtype=self.dtype),
+                         np.zeros((d, 3 * h), dtype=self.dtype),
+                         np.zeros((d, 3 * h), dtype=self.dtype))
+                run_backward(record.x, record.weights, record.weights.back_panels, batch_sizes,
+                             record.h0, record.out, record.save, grad_rows, dh, grad_x, *grads,
+                             n_threads, steps_per_block, PANEL_MAX_ROWS)
+                grad_h0[layer * d:(layer + 1) * d] = dh
+                layer_grads[layer] = grads
+                grad_rows = grad_x[0] if d == 1 else np.add(grad_x[0], grad_x[1])
+                if layer > 0 and tape[layer - 1].mask is not None:
+                    grad_rows *= tape[layer - 1].mask
+        return grad_rows, grad_h0, layer_grads
 
     def run(self, packed_layers, x, batch_sizes, h_n, dropout=None):
         """All layers over packed rows x (R, I); returns rows (R, D*H).

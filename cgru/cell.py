@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 
+from ._backward import Backward, CellLayout
 from ._checks import as_float_array, check_dtype, check_rng, check_size
 from ._layout import pack_layer
 from ._module import ParameterModule
@@ -105,6 +106,48 @@ class GRUCell(ParameterModule):
         rows = self._stack.run(self._packed, np.ascontiguousarray(x),
                                dense_batch_sizes(1, batch), h)
         return rows if batched else rows[0]
+
+    def vjp(self, input, hx=None):
+        """The step, exactly as ``self(input, hx)``, and its vector-Jacobian product.
+
+        Returns ``h1, backward``: h1 as forward returns it, and ``backward(grad_h1)``, which
+        returns the gradients of sum(h1 * grad_h1) as a dict of new arrays: "input" (like
+        input), "hx" (like h1, also when hx is None), "weight_ih", "weight_hh", and
+        "bias_ih", "bias_hh" when the cell has biases. grad_h1 None means zeros. backward
+        may be called any number of times; it uses the weights of this step even if the
+        cell's parameters change meanwhile.
+        """
+        x, batched = self._check_step_input(input)
+        batch = x.shape[0]
+        h = np.ascontiguousarray(self._initial_state(hx, batch, batched))
+        batch_sizes = dense_batch_sizes(1, batch)
+        rows, tape = self._stack.run_saving(self._packed, x, batch_sizes, h)
+        layout = CellLayout(batch, batched)
+        names = [[["weight_ih", "weight_hh", "bias_ih" if self._bias else None,
+                   "bias_hh" if self._bias else None]]]
+        backward = Backward(self._stack, tape, batch_sizes, layout, names, self._input_size)
+
+        def cell_backward(grad_h1=None):
+            return backward(grad_h1, None)
+
+        cell_backward.__doc__ = ("backward(grad_h1) -> dict of gradients: input, hx, "
+                                 "weight_ih, weight_hh (and bias_ih, bias_hh).")
+        return layout.from_rows(rows.copy()), cell_backward
+
+    def _check_step_input(self, input):
+        """(input as new (N, H_in) rows, batched) after the checks forward makes."""
+        x = as_float_array(input, "input", self._dtype)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"GRUCell: Expected input to be 1D or 2D, got {x.ndim}D instead")
+        batched = x.ndim == 2
+        if not batched:
+            x = x[None, :]
+        if x.shape[1] != self._input_size:
+            raise ValueError(f"input has inconsistent input_size: got {x.shape[1]} "
+                             f"expected {self._input_size}")
+        if x.shape[0] == 0:
+            raise ValueError("GRUCell: Expected a non-empty batch, got batch size 0")
+        return np.ascontiguousarray(x), batched
 
     def _initial_state(self, hx, batch, batched):
         """h as a new (1, N, H) array (the kernel's layer-state layout)."""

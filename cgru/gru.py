@@ -7,6 +7,7 @@ import numpy as np
 from ._checks import as_float_array, check_dropout, check_dtype, check_rng, check_size
 from ._layout import pack_layer
 from ._module import ParameterModule
+from ._backward import Backward, DenseLayout, PackedLayout
 from ._run import LayerStack, dense_batch_sizes
 from .packing import PackedSequence, check_packed
 
@@ -261,6 +262,72 @@ class GRU(ParameterModule):
         if unsorted_indices is not None:
             h_n = np.ascontiguousarray(h_n[:, unsorted_indices])
         return PackedSequence(rows, batch_sizes, sorted_indices, unsorted_indices), h_n
+
+    # -- training ------------------------------------------------------------------------------
+
+    def vjp(self, input, hx=None):
+        """The forward pass, exactly as ``self(input, hx)``, and its vector-Jacobian product.
+
+        Returns ``(output, h_n), backward``: output and h_n as forward returns them (the
+        module's current mode: in training mode, the dropout mask drawn for this pass is the
+        one its backward uses), and ``backward(grad_output=None, grad_h_n=None)``, which
+        returns the gradients of sum(output * grad_output) + sum(h_n * grad_h_n) as a dict:
+        "input" (shaped like input; like input.data for a PackedSequence), "hx" (shaped like
+        hx, also when hx is None), then each parameter by its state_dict name, in state_dict
+        order. See cgru._backward.Backward.
+
+        backward may be called any number of times and from any thread; it uses the weights
+        of this forward pass even if the module's parameters change meanwhile. What it keeps
+        is freed with it: per layer, the layer's input rows (R, I), its output rows (R, D*H)
+        and 4H saved gate values per row and direction, i.e. (I + 5*D*H) values per row and
+        layer (plus a dropout mask of D*H values per row below the last layer in training
+        mode with dropout), where R = L*N, or sum(lengths) when packed.
+        """
+        if isinstance(input, PackedSequence):
+            x, batch_sizes, sorted_indices, unsorted_indices = check_packed(input, self._dtype)
+            if x.ndim != 2:
+                raise ValueError(f"GRU: Expected packed data to be 2D (sum(lengths), "
+                                 f"input_size), got {x.ndim}D instead")
+            batch = int(batch_sizes[0])
+            self._check_input(len(batch_sizes), batch, x.shape[1])
+            if x is input.data:
+                x = x.copy()        # the tape must not see later edits of the caller's array
+            layout = PackedLayout(batch_sizes, sorted_indices, unsorted_indices)
+            h0 = self._initial_state(hx, batch, batched=True)
+            h0 = np.ascontiguousarray(layout.state_to_kernel(h0))
+        else:
+            x = as_float_array(input, "input", self._dtype)
+            if x.ndim not in (2, 3):
+                raise ValueError(f"GRU: Expected input to be 2D or 3D, got {x.ndim}D instead")
+            batched = x.ndim == 3
+            seq_len, batch = (x.shape[1], x.shape[0]) if batched and self.batch_first else \
+                (x.shape[0], x.shape[1] if batched else 1)
+            self._check_input(seq_len, batch, x.shape[-1])
+            layout = DenseLayout(seq_len, batch, batched, self.batch_first)
+            h0 = layout.state_to_kernel(self._initial_state(hx, batch, batched))
+            h0 = np.ascontiguousarray(h0)
+            x = layout.to_rows(x)
+            batch_sizes = dense_batch_sizes(seq_len, batch)
+        dropout_mask = self._dropout_mask if self.training and self._dropout > 0 else None
+        rows, tape = self._stack.run_saving(self._packed, x, batch_sizes, h0, dropout_mask)
+        names = [[self._parameter_names(layer, d) + [None] * (2 * (not self._bias))
+                  for d in range(self.num_directions)] for layer in range(self._num_layers)]
+        backward = Backward(self._stack, tape, batch_sizes, layout, names, self._input_size)
+        output = layout.from_rows(rows.copy())      # the tape keeps rows
+        h_n = layout.state_from_kernel(h0)
+        if isinstance(layout, PackedLayout):
+            output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+            h_n = np.ascontiguousarray(h_n)
+        return (output, h_n), backward
+
+    def _dropout_mask(self, shape):
+        """The factor inverted dropout multiplies rows by: 0 with probability p, else
+        1 / (1 - p); the same draws as _dropout_rows makes."""
+        p = self._dropout
+        if p >= 1:
+            return np.zeros(shape, dtype=self._dtype)
+        keep = self._rng.random(shape, dtype=self._dtype) >= p
+        return keep * self._dtype.type(1.0 / (1.0 - p))
 
     def _check_input(self, seq_len, batch, features):
         if features != self._input_size:

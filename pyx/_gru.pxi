@@ -118,14 +118,23 @@ cdef void _tile_product(int b0, int b1, int depth, const floating *h, long ldh,
 cdef inline void _gate_rows(int rows, int u, const floating *gi, long ld_gi, int si,
                             const floating *gh, long ld_gh, int sh, const floating *bias_gi,
                             const floating *bias_hn, const floating *h_prev, long ld_prev,
-                            floating *h_next, long ld_next) noexcept nogil:
-    """Gates of one block of u units of `rows` rows; bias_gi in the compact layout (stride u)."""
+                            floating *h_next, long ld_next, floating *save,
+                            long ld_save) noexcept nogil:
+    """Gates of one block of u units of `rows` rows; bias_gi in the compact layout (stride u).
+    save: NULL, or where row m's r | z | n | W_hn h + b_hn go (save + m * ld_save, stride u)."""
     if floating is float:
         cgru_gate_rows_float(rows, u, gi, ld_gi, si, gh, ld_gh, sh, bias_gi, u, bias_hn,
-                             h_prev, ld_prev, h_next, ld_next)
+                             h_prev, ld_prev, h_next, ld_next, save, ld_save)
     else:
         cgru_gate_rows_double(rows, u, gi, ld_gi, si, gh, ld_gh, sh, bias_gi, u, bias_hn,
-                              h_prev, ld_prev, h_next, ld_next)
+                              h_prev, ld_prev, h_next, ld_next, save, ld_save)
+
+
+cdef inline floating *_saved_at(floating *save__n4h, int b, int hidden, int u0) noexcept nogil:
+    """Row b, unit block at u0 of a step's saved gates (NULL when nothing is saved)."""
+    if save__n4h == NULL:
+        return NULL
+    return save__n4h + <int64_t> b * 4 * hidden + 4 * u0
 
 
 cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1, bint backwards,
@@ -134,7 +143,7 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1, bint ba
                      const floating *panels__kh48, const floating *bias_gi__3h,
                      const floating *bias_hn__h, const floating *h_prev, int ld_prev,
                      floating *h_next, int ld_next, floating *gh__n3h,
-                     floating *acc__r48) noexcept nogil:
+                     floating *acc__r48, floating *save__n4h) noexcept nogil:
     """Rows b0..b1, unit blocks k0..k1 of one step of one direction.
 
     gi__n3h:  this step's input projections (bias not added), row b at gi__n3h + b * 3H; or,
@@ -145,6 +154,8 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1, bint ba
     h_prev:   h(t-1), row b at h_prev + b * ld_prev (the previous step's output rows, or h_0).
     h_next:   this step's output rows, row b at h_next + b * ld_next: the state lives there.
     backwards: visit the unit blocks from k1 - 1 down to k0 (panel path).
+    save__n4h: NULL, or this step's saved gates for the backward pass: row b at
+              save__n4h + b * 4H, unit block k's r | z | n | W_hn h + b_hn at 4 * 16k.
     """
     cdef int hidden = shape.hidden
     cdef int g3 = 3 * hidden
@@ -171,7 +182,8 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1, bint ba
                        _PANEL if shape.fused else g3, _UB if shape.fused else u,
                        acc__r48, _PANEL, _UB, bias_gi__3h + 3 * u0, bias_hn__h + u0,
                        h_prev + <int64_t> b0 * ld_prev + u0, ld_prev,
-                       h_next + <int64_t> b0 * ld_next + u0, ld_next)
+                       h_next + <int64_t> b0 * ld_next + u0, ld_next,
+                       _saved_at(save__n4h, b0, hidden, u0), 4 * hidden)
     else:
         # Large tile: one BLAS GEMM for the tile's columns, then the gate pass.
         c0 = 3 * units_from     # a block's columns start at 3 * u0: earlier blocks are full
@@ -184,7 +196,8 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1, bint ba
             _gate_rows(b1 - b0, u, gi__n3h + <int64_t> b0 * g3 + 3 * u0, g3, u,
                        gh__n3h + <int64_t> b0 * g3 + 3 * u0, g3, u, bias_gi__3h + 3 * u0,
                        bias_hn__h + u0, h_prev + <int64_t> b0 * ld_prev + u0, ld_prev,
-                       h_next + <int64_t> b0 * ld_next + u0, ld_next)
+                       h_next + <int64_t> b0 * ld_next + u0, ld_next,
+                       _saved_at(save__n4h, b0, hidden, u0), 4 * hidden)
 
 
 cdef void _panel_projection(const Shape *shape, int rows, const floating *x__ri,
@@ -236,7 +249,7 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                   const floating *w_hh__dh3h, const floating *panels__dkh48,
                   const floating *bias_gi__d3h, const floating *bias_hn__dh,
                   floating *gi__dr3h, floating *gh__dn3h, const floating *h0__dnh,
-                  floating *acc__tr48) noexcept nogil:
+                  floating *acc__tr48, floating *save__dr4h) noexcept nogil:
     """The whole schedule of thread `tid` of `n_threads` for one layer: the direction (or, on
     one thread, the directions) it runs, and its place in that direction's team."""
     cdef int n_dirs = shape.n_dirs
@@ -255,7 +268,7 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
         _direction(shape, d, team, team_size, split_rows, batch_sizes, offsets, lengths, x__ri,
                    out__r2h, w_ih__di3h, ih_panels__dki48, w_hh__dh3h, panels__dkh48,
                    bias_gi__d3h, bias_hn__dh, gi__dr3h, gh__dn3h, h0__dnh,
-                   acc__tr48 + 2 * tid * <int64_t> shape.acc_rows * _PANEL)
+                   acc__tr48 + 2 * tid * <int64_t> shape.acc_rows * _PANEL, save__dr4h)
         return
     # One thread, two directions: all of one direction's steps, then all of the other's, so
     # that a direction's weights stay in L2 for all its steps. S5's first layer (1.5 MB of
@@ -265,7 +278,7 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
     for d in range(n_dirs):
         _direction(shape, d, 0, 1, True, batch_sizes, offsets, lengths, x__ri, out__r2h,
                    w_ih__di3h, ih_panels__dki48, w_hh__dh3h, panels__dkh48, bias_gi__d3h,
-                   bias_hn__dh, gi__dr3h, gh__dn3h, h0__dnh, acc__tr48)
+                   bias_hn__dh, gi__dr3h, gh__dn3h, h0__dnh, acc__tr48, save__dr4h)
 
 
 cdef void _direction(const Shape *shape, int d, int team, int team_size, bint split_rows,
@@ -275,7 +288,7 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
                      const floating *w_hh__dh3h, const floating *panels__dkh48,
                      const floating *bias_gi__d3h, const floating *bias_hn__dh,
                      floating *gi__dr3h, floating *gh__dn3h, const floating *h0__dnh,
-                     floating *acc__r48) noexcept nogil:
+                     floating *acc__r48, floating *save__dr4h) noexcept nogil:
     """Direction d's steps, as thread `team` of that direction's team of `team_size`.
 
     The weight, bias, workspace and h_0 arguments hold every direction (leading axis d);
@@ -305,6 +318,8 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
     cdef const floating *ih_panels__ki48 = (ih_panels__dki48 + <int64_t> d * shape.n_blocks
                                             * shape.input_size * _PANEL)
     cdef floating *gi__r3h = gi__dr3h + d * shape.gi_rows * g3
+    cdef floating *save__r4h = (NULL if save__dr4h == NULL else
+                                save__dr4h + <int64_t> d * offsets[n_steps] * 4 * hidden)
 
     if split_rows and shape.fused:
         # No barrier ever: each thread owns the same sequences for the whole call, balanced
@@ -384,7 +399,9 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
                                bias_hn__dh + <int64_t> d * hidden,
                                h_out if part == 0 else h_start, ld_out if part == 0 else hidden,
                                out__r2h + offsets[t] * ld_out + d * hidden, ld_out,
-                               gh__dn3h + <int64_t> d * batch * g3, acc__r48)
+                               gh__dn3h + <int64_t> d * batch * g3, acc__r48,
+                               NULL if save__r4h == NULL else
+                               save__r4h + offsets[t] * 4 * hidden)
             if not split_rows:
                 cgru_barrier()
         if split_rows and not shape.fused and s1 < n_steps:
@@ -415,7 +432,8 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
                     const floating *w_ih_panels, const floating *w_hh,
                     const floating *w_hh_panels,
                     const floating *bias_gi, const floating *bias_hn,
-                    const int64_t *batch_sizes, floating *h, floating *out) noexcept nogil:
+                    const int64_t *batch_sizes, floating *h, floating *out,
+                    floating *save) noexcept nogil:
     """Allocate the workspace (once per call, in C: cheaper than NumPy for one-step calls),
     run every thread's schedule, gather h_n. Returns 0, or -1 when out of memory."""
     cdef int n_steps = shape.n_steps
@@ -456,12 +474,12 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
 
     if n_threads == 1:
         _worker(shape, 0, 1, batch_sizes, offsets, lengths, x, out, w_ih, w_ih_panels, w_hh,
-                w_hh_panels, bias_gi, bias_hn, gi, gh, h, acc)
+                w_hh_panels, bias_gi, bias_hn, gi, gh, h, acc, save)
     else:
         with parallel(num_threads=n_threads):
             _worker(shape, omp_get_thread_num(), omp_get_num_threads(), batch_sizes, offsets,
                     lengths, x, out, w_ih, w_ih_panels, w_hh, w_hh_panels, bias_gi, bias_hn, gi,
-                    gh, h, acc)
+                    gh, h, acc, save)
     _gather_final_states(shape, batch_sizes, offsets, out, h)
     cgru_free(offsets); cgru_free(lengths); cgru_free(gi); cgru_free(gh); cgru_free(acc)
     return 0
@@ -478,10 +496,13 @@ cdef class LayerWeights:
         w_hh_panels (D, K, H, 48)  w_hh again, one zero-padded r|z|n panel per unit block
         bias_gi     (D, 3H)        b_ih + b_hh for r and z, b_in for n, same column order
         bias_hn     (D, H)         b_hn, added inside r * (...)
+        back_panels (D, J, 3H, 48) optional, for the backward pass (pyx/_gru_backward.pxi):
+                                   w_hh's rows as panels of 48 hidden units, J = ceil(H / 48)
     Holding the addresses spares every call six buffer acquisitions (about 1 us of a 8 us
     one-step call).
     """
     cdef readonly tuple arrays
+    cdef readonly object back_panels
     cdef readonly bint is_double
     cdef readonly int n_dirs, input_size, hidden, n_blocks
     cdef const void *w_ih
@@ -491,8 +512,10 @@ cdef class LayerWeights:
     cdef const void *bias_gi
     cdef const void *bias_hn
 
-    def __init__(self, w_ih, w_ih_panels, w_hh, w_hh_panels, bias_gi, bias_hn):
+    def __init__(self, w_ih, w_ih_panels, w_hh, w_hh_panels, bias_gi, bias_hn,
+                 back_panels=None):
         self.arrays = (w_ih, w_ih_panels, w_hh, w_hh_panels, bias_gi, bias_hn)
+        self.back_panels = back_panels
         dtypes = {a.dtype.name for a in self.arrays}
         if dtypes not in ({"float32"}, {"float64"}) or not all(a.flags.c_contiguous
                                                                 for a in self.arrays):
@@ -511,7 +534,7 @@ cdef class LayerWeights:
         self.bias_hn = _address(bias_hn)
 
     def __reduce__(self):
-        return LayerWeights, self.arrays
+        return LayerWeights, self.arrays + (self.back_panels,)
 
 
 cdef inline const void *_address(a):
@@ -527,7 +550,8 @@ def gru_layer(const floating[:, ::1] x,
               int steps_per_block,
               int panel_max_rows,
               int min_rows_per_thread,
-              int fuse_max_rows):
+              int fuse_max_rows,
+              floating[:, :, ::1] save=None):
     """Run one GRU layer, all its directions, over packed time-major rows.
 
     Shapes, where R = sum(batch_sizes), L = len(batch_sizes), N = batch_sizes[0], D directions,
@@ -542,6 +566,9 @@ def gru_layer(const floating[:, ::1] x,
     splits the sequences when each thread gets min_rows_per_thread of them, else hidden units;
     batches of at most fuse_max_rows rows project their input step by step through the W_ih
     panels instead of one GEMM per block of steps.
+        save        (D, R, 4H)     optional, written: what the backward pass needs of each row,
+                                   r | z | n | W_hn h + b_hn per block of 16 units
+                                   (pyx/_gru_backward.pxi reads it)
     Shapes are not checked here: cgru/gru.py validates every argument before calling.
     """
     cdef Shape shape
@@ -560,6 +587,9 @@ def gru_layer(const floating[:, ::1] x,
     shape.fused = shape.batch <= min(fuse_max_rows, panel_max_rows)
     shape.steps_per_block = max(1, min(steps_per_block, shape.n_steps))
     n_threads = max(1, min(n_threads, shape.n_dirs * max(shape.batch, shape.n_blocks)))
+    cdef floating *save_rows = NULL
+    if save is not None:
+        save_rows = &save[0, 0, 0]
     with nogil:
         status = _run_layer(&shape, n_threads, &x[0, 0], <const floating *> weights.w_ih,
                             <const floating *> weights.w_ih_panels,
@@ -567,6 +597,7 @@ def gru_layer(const floating[:, ::1] x,
                             <const floating *> weights.w_hh_panels,
                             <const floating *> weights.bias_gi,
                             <const floating *> weights.bias_hn,
-                            &batch_sizes[0], &h[0, 0, 0], &out[0, 0])
+                            &batch_sizes[0], &h[0, 0, 0], &out[0, 0],
+                            save_rows)
     if status != 0:
         raise MemoryError("cgru: could not allocate the GRU workspace")

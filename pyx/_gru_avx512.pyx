@@ -1,3 +1,5 @@
 # The GRU kernel compiled for one instruction set (avx512); setup.py sets the flags and
-# cgru/_engine.py picks the best module the CPU supports. The source is pyx/_gru.pxi.
+# cgru/_engine.py picks the best module the CPU supports. The sources are pyx/_gru.pxi
+# (forward) and pyx/_gru_backward.pxi (backward).
 include "_gru.pxi"
+include "_gru_backward.pxi"

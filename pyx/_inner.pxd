@@ -154,11 +154,12 @@ cdef extern from *:
        reciprocal), and with rows one after the other the out-of-order window did not reach
        far enough to overlap them. Two rows against one: gate pass alone 11% faster, S3 4%, S8
        3%; four against two: S3 and S8 another 3%. */
-    #define CGRU_GATES(T, P)                                                                  \
+    #define CGRU_GATES(T, P, SAVE)                                                            \
     static inline __attribute__((always_inline)) void                                         \
-    cgru_gates16_##T##_##P(const T *gi, long ld_gi, int si, const T *gh, long ld_gh, int sh,  \
-                           const T *bias_gi, int sb, const T *bias_hn, const T *h_prev,       \
-                           long ld_prev, T *h_next, long ld_next) {                           \
+    cgru_gates16_##T##_##P##_##SAVE(const T *gi, long ld_gi, int si, const T *gh, long ld_gh, \
+                           int sh, const T *bias_gi, int sb, const T *bias_hn,                \
+                           const T *h_prev, long ld_prev, T *h_next, long ld_next, T *save,   \
+                           long ld_save, int ss) {                                            \
         typedef cgru_v##T V;                                                                  \
         const V one = (V){0} + 1;                                                             \
         for (int c = 0; c < CGRU_UB; c += CGRU_LANES(T)) {  /* 1 to 8 vectors */              \
@@ -178,8 +179,16 @@ cdef extern from *:
             }                                                                                 \
             CGRU_UNROLL for (int p = 0; p < P; p++) {                                         \
                 const T *x = gi + p * ld_gi + 2 * si + c, *y = gh + p * ld_gh + 2 * sh + c;   \
-                V a = *(const V *)x + b_n + r[p] * (*(const V *)y + b_hn);                    \
+                V hn = *(const V *)y + b_hn;                                                  \
+                V a = *(const V *)x + b_n + r[p] * hn;                                        \
                 n[p] = 2 * cgru_recip_##T(one + cgru_exp_##T(-2 * a)) - 1;   /* tanh(a) */    \
+                if (SAVE) {   /* what the backward pass needs: r | z | n | W_hn h + b_hn */   \
+                    T *to = save + p * ld_save + c;                                           \
+                    *(V *)to = r[p];                                                          \
+                    *(V *)(to + ss) = z[p];                                                   \
+                    *(V *)(to + 2 * ss) = n[p];                                               \
+                    *(V *)(to + 3 * ss) = hn;                                                 \
+                }                                                                             \
             }                                                                                 \
             /* h' = (1 - z) * n + z * h, written as ATen's CPU cell writes it */              \
             CGRU_UNROLL for (int p = 0; p < P; p++)                                           \
@@ -187,45 +196,73 @@ cdef extern from *:
                     n[p] + z[p] * (*(const V *)(h_prev + p * ld_prev + c) - n[p]);            \
         }                                                                                     \
     }
-    #define CGRU_GATE_BLOCK(T)                                                                \
-    CGRU_GATES(T, 1)                                                                          \
-    CGRU_GATES(T, 2)                                                                          \
-    CGRU_GATES(T, 4)                                                                          \
-    static inline void cgru_gate_rows_##T(int rows, int u, const T *restrict gi, long ld_gi,  \
-                                          int si, const T *restrict gh, long ld_gh, int sh,   \
-                                          const T *restrict bias_gi, int sb,                  \
-                                          const T *restrict bias_hn,                          \
+    /* save (NULL: the forward alone): row m's r, z, n and W_hn h + b_hn of these units at
+       save + m * ld_save + g * ss, for the backward pass. A separate instantiation, so that
+       the inference path carries no store and no test. */
+    #define CGRU_GATE_ROWS(T, SAVE)                                                           \
+    static inline void cgru_gate_rows_##T##_##SAVE(int rows, int u, const T *restrict gi,     \
+                                          long ld_gi, int si, const T *restrict gh,           \
+                                          long ld_gh, int sh, const T *restrict bias_gi,      \
+                                          int sb, const T *restrict bias_hn,                  \
                                           const T *restrict h_prev, long ld_prev,             \
-                                          T *restrict h_next, long ld_next) {                 \
+                                          T *restrict h_next, long ld_next,                   \
+                                          T *restrict save, long ld_save) {                   \
         if (u == CGRU_UB) {                                                                   \
             int m = 0;                                                                        \
             for (; m + 4 <= rows; m += 4)                                                     \
-                cgru_gates16_##T##_4(gi + m * ld_gi, ld_gi, si, gh + m * ld_gh, ld_gh, sh,    \
-                                     bias_gi, sb, bias_hn, h_prev + m * ld_prev, ld_prev,     \
-                                     h_next + m * ld_next, ld_next);                          \
+                cgru_gates16_##T##_4_##SAVE(gi + m * ld_gi, ld_gi, si, gh + m * ld_gh, ld_gh, \
+                                     sh, bias_gi, sb, bias_hn, h_prev + m * ld_prev, ld_prev, \
+                                     h_next + m * ld_next, ld_next, save + m * ld_save,       \
+                                     ld_save, CGRU_UB);                                       \
             for (; m + 2 <= rows; m += 2)                                                     \
-                cgru_gates16_##T##_2(gi + m * ld_gi, ld_gi, si, gh + m * ld_gh, ld_gh, sh,    \
-                                     bias_gi, sb, bias_hn, h_prev + m * ld_prev, ld_prev,     \
-                                     h_next + m * ld_next, ld_next);                          \
+                cgru_gates16_##T##_2_##SAVE(gi + m * ld_gi, ld_gi, si, gh + m * ld_gh, ld_gh, \
+                                     sh, bias_gi, sb, bias_hn, h_prev + m * ld_prev, ld_prev, \
+                                     h_next + m * ld_next, ld_next, save + m * ld_save,       \
+                                     ld_save, CGRU_UB);                                       \
             if (m < rows)                                                                     \
-                cgru_gates16_##T##_1(gi + m * ld_gi, 0, si, gh + m * ld_gh, 0, sh, bias_gi,   \
-                                     sb, bias_hn, h_prev + m * ld_prev, 0,                    \
-                                     h_next + m * ld_next, 0);                                \
+                cgru_gates16_##T##_1_##SAVE(gi + m * ld_gi, 0, si, gh + m * ld_gh, 0, sh,     \
+                                     bias_gi, sb, bias_hn, h_prev + m * ld_prev, 0,           \
+                                     h_next + m * ld_next, 0, save + m * ld_save, 0,          \
+                                     CGRU_UB);                                                \
             return;                                                                           \
         }                                                                                     \
         T bias[4][CGRU_UB] = {{0}};                                                           \
         for (int g = 0; g < 3; g++) memcpy(bias[g], bias_gi + g * sb, u * sizeof(T));         \
         memcpy(bias[3], bias_hn, u * sizeof(T));                                              \
         for (int m = 0; m < rows; m++) {                                                      \
-            T in[7][CGRU_UB] = {{0}}, out[CGRU_UB];                                           \
+            T in[7][CGRU_UB] = {{0}}, out[CGRU_UB], kept[4][CGRU_UB];                         \
             const T *from[7] = {gi + m * ld_gi, gi + m * ld_gi + si, gi + m * ld_gi + 2 * si, \
                                 gh + m * ld_gh, gh + m * ld_gh + sh, gh + m * ld_gh + 2 * sh, \
                                 h_prev + m * ld_prev};                                        \
             for (int i = 0; i < 7; i++) memcpy(in[i], from[i], u * sizeof(T));                \
-            cgru_gates16_##T##_1(in[0], 0, CGRU_UB, in[3], 0, CGRU_UB, bias[0], CGRU_UB,      \
-                                 bias[3], in[6], 0, out, 0);                                  \
+            cgru_gates16_##T##_1_##SAVE(in[0], 0, CGRU_UB, in[3], 0, CGRU_UB, bias[0],        \
+                                 CGRU_UB, bias[3], in[6], 0, out, 0, kept[0], 0, CGRU_UB);    \
             memcpy(h_next + m * ld_next, out, u * sizeof(T));                                 \
+            if (SAVE)                                                                         \
+                for (int g = 0; g < 4; g++)                                                   \
+                    memcpy(save + m * ld_save + g * u, kept[g], u * sizeof(T));               \
         }                                                                                     \
+    }
+    #define CGRU_GATE_BLOCK(T)                                                                \
+    CGRU_GATES(T, 1, 0)                                                                       \
+    CGRU_GATES(T, 2, 0)                                                                       \
+    CGRU_GATES(T, 4, 0)                                                                       \
+    CGRU_GATES(T, 1, 1)                                                                       \
+    CGRU_GATES(T, 2, 1)                                                                       \
+    CGRU_GATES(T, 4, 1)                                                                       \
+    CGRU_GATE_ROWS(T, 0)                                                                      \
+    CGRU_GATE_ROWS(T, 1)                                                                      \
+    static inline void cgru_gate_rows_##T(int rows, int u, const T *gi, long ld_gi, int si,   \
+                                          const T *gh, long ld_gh, int sh, const T *bias_gi,  \
+                                          int sb, const T *bias_hn, const T *h_prev,          \
+                                          long ld_prev, T *h_next, long ld_next, T *save,     \
+                                          long ld_save) {                                     \
+        if (save)                                                                             \
+            cgru_gate_rows_##T##_1(rows, u, gi, ld_gi, si, gh, ld_gh, sh, bias_gi, sb,        \
+                                   bias_hn, h_prev, ld_prev, h_next, ld_next, save, ld_save); \
+        else                                                                                  \
+            cgru_gate_rows_##T##_0(rows, u, gi, ld_gi, si, gh, ld_gh, sh, bias_gi, sb,        \
+                                   bias_hn, h_prev, ld_prev, h_next, ld_next, save, ld_save); \
     }
     CGRU_GATE_BLOCK(float)
     CGRU_GATE_BLOCK(double)
@@ -351,11 +388,13 @@ cdef extern from *:
     void cgru_gate_rows_float(int rows, int u, const float *gi, long ld_gi, int si,
                               const float *gh, long ld_gh, int sh, const float *bias_gi, int sb,
                               const float *bias_hn, const float *h_prev, long ld_prev,
-                              float *h_next, long ld_next) noexcept nogil
+                              float *h_next, long ld_next, float *save,
+                              long ld_save) noexcept nogil
     void cgru_gate_rows_double(int rows, int u, const double *gi, long ld_gi, int si,
                                const double *gh, long ld_gh, int sh, const double *bias_gi,
                                int sb, const double *bias_hn, const double *h_prev,
-                               long ld_prev, double *h_next, long ld_next) noexcept nogil
+                               long ld_prev, double *h_next, long ld_next, double *save,
+                               long ld_save) noexcept nogil
     void cgru_panel_product_float(int rows, int K, const float *h, long ldh, const float *panel,
                                   float *acc, int accumulate) noexcept nogil
     void cgru_panel_product_double(int rows, int K, const double *h, long ldh,

@@ -1,0 +1,340 @@
+# Design (the backward pass; included after _gru.pxi, so it shares its helpers and panels):
+# One call of `gru_layer_backward` runs the backward pass of one GRU layer, both directions,
+# over the packed rows of a forward pass that saved its gates (gru_layer(..., save=...)).
+#
+# Per direction, in reverse order of the forward's time, by blocks of steps:
+#   recurrence (per step, each thread on its own sequences, no barrier): dL/dh(t) += the
+#       output's gradient; the fused gate pass (pyx/_inner_backward.pxd) turns it into the
+#       pre-activation gradients dG_i, dG_h of the block's rows and the direct part g * z of
+#       dL/dh(t-1); then dL/dh(t-1) += dG_h @ W_hh, from register-blocked panels of W_hh
+#       (few rows) or one BLAS GEMM (many). h(t-1) of each row is gathered beside dG_h.
+#   weight gradients (per block, after a barrier, the team splitting the columns): a few large
+#       GEMMs over all the block's rows: dW_ih^T += X^T dG_i, dW_hh^T += H_prev^T dG_h, the
+#       bias gradients as column sums, and dX = dG_i W_ih (the team splitting the rows).
+# Saved per row by the forward: r | z | n | W_hn h + b_hn (4H values), not recomputed: the
+# recomputation would cost a forward pass of GEMMs, the saving one store per gate.
+# Gradients are in the kernel's layout: transposed, gate columns in blocks of 16 units
+# (cgru/_layout.py maps them back to PyTorch's).
+#
+# Threads: as the forward: one team per direction; a team splits the sequences for the whole
+# call, balanced by their lengths; every thread of the layer meets the same two barriers per
+# block (both directions have as many blocks).
+
+from _blas cimport gemm_nt, gemm_tn
+from _inner_backward cimport cgru_gate_grads_double, cgru_gate_grads_float
+
+
+cdef struct BackShape:
+    int n_dirs, n_steps, input_size, hidden, batch, steps_per_block
+    int64_t block_rows       # rows of a direction's block workspace: its largest block
+    int panel_max_rows       # recurrent products of at most this many rows use the panels
+    int acc_rows             # rows of a thread's panel accumulators
+    int n_col_blocks         # ceil(H / 48): panels of the backward's recurrent product
+
+
+cdef inline void _gate_grads(int rows, int hidden, const floating *save, const floating *h_prev,
+                             long ld_prev, floating *g, long ld_g, floating *dgi,
+                             floating *dgh, floating *h_copy) noexcept nogil:
+    if floating is float:
+        cgru_gate_grads_float(rows, hidden, save, h_prev, ld_prev, g, ld_g, dgi, dgh, h_copy)
+    else:
+        cgru_gate_grads_double(rows, hidden, save, h_prev, ld_prev, g, ld_g, dgi, dgh, h_copy)
+
+
+cdef void _back_product(const BackShape *shape, int b0, int b1, const floating *dgh__n3h,
+                        const floating *w_hh__h3h, const floating *bpanels__j3h48,
+                        floating *dh__nh, floating *acc__r48) noexcept nogil:
+    """dh[b] += dgh[b] @ W_hh for rows b0..b1 (row b of dgh at dgh__n3h + b * 3H)."""
+    cdef int hidden = shape.hidden
+    cdef int g3 = 3 * hidden
+    cdef int j, c0, cols, b, c
+    cdef floating *row
+    cdef const floating *acc_row
+    if b1 - b0 <= shape.panel_max_rows:
+        for j in range(shape.n_col_blocks):
+            c0 = j * _PANEL
+            cols = min(_PANEL, hidden - c0)
+            _tile_product(b0, b1, g3, dgh__n3h, g3, bpanels__j3h48 + <int64_t> j * g3 * _PANEL,
+                          acc__r48)
+            for b in range(b0, b1):
+                row = dh__nh + <int64_t> b * hidden + c0
+                acc_row = acc__r48 + <int64_t> (b - b0) * _PANEL
+                for c in range(cols):
+                    row[c] += acc_row[c]
+    else:
+        gemm_nt(b1 - b0, hidden, g3, dgh__n3h + <int64_t> b0 * g3, g3, w_hh__h3h, g3, 1.0,
+                dh__nh + <int64_t> b0 * hidden, hidden)
+
+
+cdef void _back_block_gemms(const BackShape *shape, int team, int team_size, int64_t rows,
+                            const floating *x__qi, const floating *hp__qh,
+                            const floating *dgi__q3h, const floating *dgh__q3h,
+                            const floating *w_ih__i3h, floating *dx__qi, floating *dw_ih__i3h,
+                            floating *dw_hh__h3h, floating *db_i__3h,
+                            floating *db_h__3h) noexcept nogil:
+    """This thread's share of one block's weight gradients (a slice of the gate columns) and
+    input gradients (a slice of the rows). Accumulates into dw_*, db_*; writes dx."""
+    cdef int hidden = shape.hidden
+    cdef int g3 = 3 * hidden
+    cdef int i = shape.input_size
+    cdef int c0, c1, r0, r1, c
+    cdef int64_t q
+    cdef floating sum_i, sum_h
+    if rows == 0:
+        return
+    _split(g3, team_size, team, &c0, &c1)
+    if c1 > c0:
+        gemm_tn(i, c1 - c0, <int> rows, x__qi, i, dgi__q3h + c0, g3, 1.0, dw_ih__i3h + c0, g3)
+        gemm_tn(hidden, c1 - c0, <int> rows, hp__qh, hidden, dgh__q3h + c0, g3, 1.0,
+                dw_hh__h3h + c0, g3)
+        for c in range(c0, c1):
+            sum_i = 0
+            sum_h = 0
+            for q in range(rows):
+                sum_i = sum_i + dgi__q3h[q * g3 + c]
+                sum_h = sum_h + dgh__q3h[q * g3 + c]
+            db_i__3h[c] += sum_i
+            db_h__3h[c] += sum_h
+    _split(<int> rows, team_size, team, &r0, &r1)
+    if r1 > r0:
+        gemm_nt(r1 - r0, i, g3, dgi__q3h + <int64_t> r0 * g3, g3, w_ih__i3h, g3, 0.0,
+                dx__qi + <int64_t> r0 * i, i)
+
+
+cdef void _back_direction(const BackShape *shape, int d, int team, int team_size,
+                          const int64_t *batch_sizes, const int64_t *offsets,
+                          const int64_t *lengths, const floating *x__ri,
+                          const floating *out__r2h, const floating *save__dr4h,
+                          const floating *gout__r2h, const floating *h0__dnh,
+                          const floating *w_ih__di3h, const floating *w_hh__dh3h,
+                          const floating *bpanels__dj3h48, floating *dh__dnh,
+                          floating *dx__dri, floating *dw_ih__di3h, floating *dw_hh__dh3h,
+                          floating *db_i__d3h, floating *db_h__d3h, floating *dgi__dq3h,
+                          floating *dgh__dq3h, floating *hp__dqh,
+                          floating *acc__r48) noexcept nogil:
+    """Direction d's backward pass, as thread `team` of its team of `team_size`. The
+    arguments with a leading d hold every direction; acc__r48 is this thread's."""
+    cdef int n_steps = shape.n_steps
+    cdef int hidden = shape.hidden
+    cdef int batch = shape.batch
+    cdef int g3 = 3 * hidden
+    cdef int i = shape.input_size
+    cdef int ld_out = shape.n_dirs * hidden
+    cdef int64_t n_rows = offsets[n_steps]
+    cdef int own_b0 = 0, own_b1 = 0
+    cdef int s0, s1, s, t, bs, cont, part, lo, hi, b, c
+    cdef int64_t block_start, block_stop, row0
+    cdef const floating *h_prev
+    cdef long ld_prev
+    cdef const floating *gout_row
+    cdef floating *dh_row
+    cdef const floating *h_start = h0__dnh + <int64_t> d * batch * hidden
+    cdef floating *dh__nh = dh__dnh + <int64_t> d * batch * hidden
+    cdef const floating *save__r4h = save__dr4h + <int64_t> d * n_rows * 4 * hidden
+    cdef floating *dgi__q3h = dgi__dq3h + <int64_t> d * shape.block_rows * g3
+    cdef floating *dgh__q3h = dgh__dq3h + <int64_t> d * shape.block_rows * g3
+    cdef floating *hp__qh = hp__dqh + <int64_t> d * shape.block_rows * hidden
+    cdef const floating *w_hh__h3h = w_hh__dh3h + <int64_t> d * hidden * g3
+
+    # Each thread owns the same sequences for the whole call (dL/dh of a sequence stays with
+    # it); the barriers around each block's GEMMs separate the blocks.
+    _balanced_rows(lengths, batch, 0, n_steps, team_size, team, &own_b0, &own_b1)
+
+    s0 = 0
+    while s0 < n_steps:
+        s1 = min(s0 + shape.steps_per_block, n_steps)
+        # the forward direction runs back from the end, the reverse one forward from step 0
+        block_start = offsets[n_steps - s1] if d == 0 else offsets[s0]
+        block_stop = offsets[n_steps - s0] if d == 0 else offsets[s1]
+        for s in range(s0, s1):
+            t = n_steps - 1 - s if d == 0 else s
+            bs = <int> batch_sizes[t]
+            row0 = offsets[t]
+            # rows continuing from h(t-1) (the previous step in the forward's order), then
+            # rows that started at t, from h_0 (reverse direction, packed)
+            cont = 0
+            if d == 0 and t > 0:
+                cont = bs
+            elif d == 1 and t + 1 < n_steps:
+                cont = <int> batch_sizes[t + 1]
+            for part in range(2):
+                lo = own_b0 if part == 0 else max(own_b0, cont)
+                hi = min(own_b1, min(bs, cont)) if part == 0 else min(own_b1, bs)
+                if lo >= hi:
+                    continue
+                if part == 0:
+                    h_prev = out__r2h + offsets[t - 1 if d == 0 else t + 1] * ld_out \
+                        + d * hidden + <int64_t> lo * ld_out
+                    ld_prev = ld_out
+                else:
+                    h_prev = h_start + <int64_t> lo * hidden
+                    ld_prev = hidden
+                for b in range(lo, hi):
+                    gout_row = gout__r2h + (row0 + b) * ld_out + d * hidden
+                    dh_row = dh__nh + <int64_t> b * hidden
+                    for c in range(hidden):
+                        dh_row[c] += gout_row[c]
+                _gate_grads(hi - lo, hidden, save__r4h + (row0 + lo) * 4 * hidden, h_prev,
+                            ld_prev, dh__nh + <int64_t> lo * hidden, hidden,
+                            dgi__q3h + (row0 - block_start + lo) * g3,
+                            dgh__q3h + (row0 - block_start + lo) * g3,
+                            hp__qh + (row0 - block_start + lo) * hidden)
+            lo = own_b0
+            hi = min(own_b1, bs)
+            if hi > lo:
+                _back_product(shape, lo, hi, dgh__q3h + (row0 - block_start) * g3, w_hh__h3h,
+                              bpanels__dj3h48 + <int64_t> d * shape.n_col_blocks * g3 * _PANEL,
+                              dh__nh, acc__r48)
+        cgru_barrier()      # the block's gradients dG are complete
+        _back_block_gemms(shape, team, team_size, block_stop - block_start,
+                          x__ri + block_start * i, hp__qh, dgi__q3h, dgh__q3h,
+                          w_ih__di3h + <int64_t> d * i * g3,
+                          dx__dri + (<int64_t> d * n_rows + block_start) * i,
+                          dw_ih__di3h + <int64_t> d * i * g3,
+                          dw_hh__dh3h + <int64_t> d * hidden * g3,
+                          db_i__d3h + <int64_t> d * g3, db_h__d3h + <int64_t> d * g3)
+        cgru_barrier()      # the next block overwrites the workspace
+        s0 = s1
+
+
+cdef void _back_worker(const BackShape *shape, int tid, int n_threads,
+                       const int64_t *batch_sizes, const int64_t *offsets,
+                       const int64_t *lengths, const floating *x, const floating *out,
+                       const floating *save, const floating *gout, const floating *h0,
+                       const floating *w_ih, const floating *w_hh, const floating *bpanels,
+                       floating *dh, floating *dx, floating *dw_ih, floating *dw_hh,
+                       floating *db_i, floating *db_h, floating *dgi, floating *dgh,
+                       floating *hp, floating *acc__tr48) noexcept nogil:
+    """Thread tid's share: one team per direction when there are threads enough (thread tid
+    in team tid // D of direction tid % D), else the directions one after the other."""
+    cdef int n_dirs = shape.n_dirs
+    cdef int d
+    cdef floating *acc__r48 = acc__tr48 + <int64_t> tid * shape.acc_rows * _PANEL
+    if n_threads >= n_dirs:
+        d = tid % n_dirs
+        _back_direction(shape, d, tid // n_dirs, (n_threads - d + n_dirs - 1) // n_dirs,
+                        batch_sizes, offsets, lengths, x, out, save, gout, h0, w_ih, w_hh,
+                        bpanels, dh, dx, dw_ih, dw_hh, db_i, db_h, dgi, dgh, hp, acc__r48)
+        return
+    for d in range(n_dirs):
+        _back_direction(shape, d, 0, 1, batch_sizes, offsets, lengths, x, out, save, gout, h0,
+                        w_ih, w_hh, bpanels, dh, dx, dw_ih, dw_hh, db_i, db_h, dgi, dgh, hp,
+                        acc__r48)
+
+
+cdef int _run_layer_backward(BackShape *shape, int n_threads, const int64_t *batch_sizes,
+                             const floating *x, const floating *out, const floating *save,
+                             const floating *gout, const floating *h0, const floating *w_ih,
+                             const floating *w_hh, const floating *bpanels, floating *dh,
+                             floating *dx, floating *dw_ih, floating *dw_hh, floating *db_i,
+                             floating *db_h) noexcept nogil:
+    """Allocate the workspace, run every thread's share. Returns 0, or -1 when out of
+    memory."""
+    cdef int n_steps = shape.n_steps
+    cdef int spb = shape.steps_per_block
+    cdef int t, b
+    cdef int64_t g3 = 3 * shape.hidden
+    cdef int64_t *offsets = <int64_t *> cgru_alloc((n_steps + 1) * sizeof(int64_t))
+    cdef int64_t *lengths = <int64_t *> cgru_alloc(shape.batch * sizeof(int64_t))
+    if offsets == NULL or lengths == NULL:
+        cgru_free(offsets); cgru_free(lengths)
+        return -1
+    offsets[0] = 0
+    for t in range(n_steps):
+        offsets[t + 1] = offsets[t] + batch_sizes[t]
+        for b in range(<int> batch_sizes[t + 1] if t + 1 < n_steps else 0, <int> batch_sizes[t]):
+            lengths[b] = t + 1
+    shape.block_rows = 0
+    t = 0
+    while t < n_steps:      # the reverse direction's blocks, and the forward's cut from the end
+        shape.block_rows = max(shape.block_rows,
+                               offsets[min(t + spb, n_steps)] - offsets[t],
+                               offsets[n_steps - t] - offsets[max(n_steps - t - spb, 0)])
+        t += spb
+    cdef int64_t q = shape.n_dirs * shape.block_rows
+    cdef floating *dgi = <floating *> cgru_alloc(q * g3 * sizeof(floating))
+    cdef floating *dgh = <floating *> cgru_alloc(q * g3 * sizeof(floating))
+    cdef floating *hp = <floating *> cgru_alloc(q * shape.hidden * sizeof(floating))
+    shape.acc_rows = max(CGRU_PANEL_ROWS, min(shape.batch, shape.panel_max_rows))
+    cdef floating *acc = <floating *> cgru_alloc(n_threads * shape.acc_rows * _PANEL
+                                                 * sizeof(floating))
+    if dgi == NULL or dgh == NULL or hp == NULL or acc == NULL:
+        cgru_free(offsets); cgru_free(lengths); cgru_free(dgi); cgru_free(dgh); cgru_free(hp)
+        cgru_free(acc)
+        return -1
+
+    if n_threads == 1:
+        _back_worker(shape, 0, 1, batch_sizes, offsets, lengths, x, out, save, gout, h0, w_ih,
+                     w_hh, bpanels, dh, dx, dw_ih, dw_hh, db_i, db_h, dgi, dgh, hp, acc)
+    else:
+        with parallel(num_threads=n_threads):
+            _back_worker(shape, omp_get_thread_num(), omp_get_num_threads(), batch_sizes,
+                         offsets, lengths, x, out, save, gout, h0, w_ih, w_hh, bpanels, dh, dx,
+                         dw_ih, dw_hh, db_i, db_h, dgi, dgh, hp, acc)
+    cgru_free(offsets); cgru_free(lengths); cgru_free(dgi); cgru_free(dgh); cgru_free(hp)
+    cgru_free(acc)
+    return 0
+
+
+def gru_layer_backward(const floating[:, ::1] x,
+                       LayerWeights weights,
+                       const floating[:, :, :, ::1] back_panels,
+                       const int64_t[::1] batch_sizes,
+                       const floating[:, :, ::1] h0,
+                       const floating[:, ::1] out,
+                       const floating[:, :, ::1] save,
+                       const floating[:, ::1] grad_out,
+                       floating[:, :, ::1] dh,
+                       floating[:, :, ::1] grad_x,
+                       floating[:, :, ::1] grad_w_ih,
+                       floating[:, :, ::1] grad_w_hh,
+                       floating[:, ::1] grad_b_ih,
+                       floating[:, ::1] grad_b_hh,
+                       int n_threads,
+                       int steps_per_block,
+                       int panel_max_rows):
+    """The backward pass of one GRU layer, all its directions, over packed time-major rows.
+
+    Shapes, where R = sum(batch_sizes), L = len(batch_sizes), N = batch_sizes[0], D directions,
+    I input features, H hidden units, J = ceil(H / 48); the kernel's column order (gates in
+    blocks of 16 units, as LayerWeights) throughout:
+        x           (R, I)         the layer's input rows of the forward pass
+        weights     LayerWeights   the weights of that forward pass
+        back_panels (D, J, 3H, 48) W_hh as panels of 48 hidden units (cgru/_layout.py)
+        batch_sizes (L,)           as the forward's
+        h0          (D, N, H)      the forward's initial state
+        out         (R, D*H)       the forward's output rows
+        save        (D, R, 4H)     the gates the forward saved (gru_layer(..., save=save))
+        grad_out    (R, D*H)       dL/d out
+        dh          (D, N, H)      in: dL/dh_n; out: dL/dh_0
+        grad_x      (D, R, I)      written: each direction's share of dL/dx
+        grad_w_ih   (D, I, 3H)     accumulated: dL/dW_ih, transposed like weights.w_ih
+        grad_w_hh   (D, H, 3H)     accumulated: dL/dW_hh, likewise
+        grad_b_ih   (D, 3H)        accumulated: dL/d(input-side biases)
+        grad_b_hh   (D, 3H)        accumulated: dL/d(recurrent biases)
+    The blocks of steps_per_block steps bound the workspace (about 7H values per row of a
+    block); recurrent products of at most panel_max_rows rows use the panels, larger ones BLAS.
+    Shapes are not checked here: cgru/_run.py passes what the forward pass used.
+    """
+    cdef BackShape shape
+    cdef int status
+    if weights.is_double != (sizeof(floating) == sizeof(double)):
+        raise TypeError("gru_layer_backward: weights and input differ in dtype")
+    shape.n_steps = batch_sizes.shape[0]
+    shape.n_dirs = weights.n_dirs
+    shape.input_size = x.shape[1]
+    shape.hidden = h0.shape[2]
+    shape.batch = h0.shape[1]
+    shape.panel_max_rows = panel_max_rows
+    shape.n_col_blocks = back_panels.shape[1]
+    shape.steps_per_block = max(1, min(steps_per_block, shape.n_steps))
+    n_threads = max(1, n_threads)
+    with nogil:
+        status = _run_layer_backward(&shape, n_threads, &batch_sizes[0], &x[0, 0], &out[0, 0],
+                                     &save[0, 0, 0], &grad_out[0, 0], &h0[0, 0, 0],
+                                     <const floating *> weights.w_ih,
+                                     <const floating *> weights.w_hh, &back_panels[0, 0, 0, 0],
+                                     &dh[0, 0, 0], &grad_x[0, 0, 0], &grad_w_ih[0, 0, 0],
+                                     &grad_w_hh[0, 0, 0], &grad_b_ih[0, 0], &grad_b_hh[0, 0])
+    if status != 0:
+        raise MemoryError("cgru: could not allocate the GRU backward workspace")
