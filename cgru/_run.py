@@ -116,8 +116,8 @@ class LayerStack:
         with guard:
             for layer in range(self.num_layers):
                 weights = packed_layers[layer]
-                out = np.empty((rows, d * h), dtype=self.dtype)
-                save = np.empty((d, rows, 4 * h), dtype=self.dtype)
+                out = recycled_empty((rows, d * h), self.dtype)
+                save = recycled_empty((d, rows, 4 * h), self.dtype)
                 self.run_layer(x, weights, batch_sizes, h_n[layer * d:(layer + 1) * d], out,
                                n_threads, steps_per_block, PANEL_MAX_ROWS, MIN_ROWS_PER_THREAD,
                                fuse_max_rows, save)
@@ -152,7 +152,7 @@ class LayerStack:
                 record = tape[layer]
                 inputs = record.x.shape[1]
                 dh = np.array(grad_h_n[layer * d:(layer + 1) * d], dtype=self.dtype, order="C")
-                grad_x = np.empty((d, rows, inputs), dtype=self.dtype)
+                grad_x = recycled_empty((d, rows, inputs), self.dtype)
                 grads = (np.zeros((d, inputs, 3 * h), dtype=self.dtype),
                          np.zeros((d, h, 3 * h), dtype=self.dtype),
                          np.zeros((d, 3 * h), dtype=self.dtype),
@@ -175,14 +175,8 @@ class LayerStack:
         layer's output rows to their dropped-out version between layers.
         """
         d, h = self.dirs, self.hidden
-        rows, batch = x.shape[0], int(batch_sizes[0])
-        n_threads = get_num_threads() if rows * self.flops_per_row >= MIN_FLOPS_FOR_THREADS else 1
-        steps_per_block = max(1, PROJECTION_WORKSPACE_BYTES // (self.gi_row_bytes * batch))
-        gemm_rows = max(min(steps_per_block, len(batch_sizes)) * batch,
-                        batch if batch > PANEL_MAX_ROWS else 0)
-        fuse_max_rows = FUSE_MAX_ROWS if batch >= FUSE_MIN_ROWS else 0
-        guard = (blas_single_threaded() if gemm_rows * self.gemm_work_per_row
-                 > BLAS_SINGLE_THREAD_WORK else _NO_GUARD)
+        rows = x.shape[0]
+        n_threads, steps_per_block, fuse_max_rows, guard = self._policy(rows, batch_sizes)
         with guard:
             for layer in range(self.num_layers):
                 out = recycled_empty((rows, d * h), self.dtype)

@@ -3,9 +3,8 @@
 # over the packed rows of a forward pass that saved its gates (gru_layer(..., save=...)).
 #
 # Per direction, in reverse order of the forward's time, by blocks of steps:
-#   recurrence (per step, each thread on its own sequences, no barrier): dL/dh(t) += the
-#       output's gradient; the fused gate pass (pyx/_inner_backward.pxd) turns it into the
-#       pre-activation gradients dG_i, dG_h of the block's rows and the direct part g * z of
+#   recurrence (per step, each thread on its own sequences, no barrier): the fused gate pass (pyx/_inner_backward.pxd) adds the output's gradient to
+#       dL/dh(t) and turns it into the pre-activation gradients dG_i, dG_h of the block's rows and the direct part g * z of
 #       dL/dh(t-1); then dL/dh(t-1) += dG_h @ W_hh, from register-blocked panels of W_hh
 #       (few rows) or one BLAS GEMM (many). h(t-1) of each row is gathered beside dG_h.
 #   weight gradients (per block, after a barrier, the team splitting the columns): a few large
@@ -33,12 +32,15 @@ cdef struct BackShape:
 
 
 cdef inline void _gate_grads(int rows, int hidden, const floating *save, const floating *h_prev,
-                             long ld_prev, floating *g, long ld_g, floating *dgi,
-                             floating *dgh, floating *h_copy) noexcept nogil:
+                             long ld_prev, const floating *g_out, long ld_out, floating *g,
+                             long ld_g, floating *dgi, floating *dgh,
+                             floating *h_copy) noexcept nogil:
     if floating is float:
-        cgru_gate_grads_float(rows, hidden, save, h_prev, ld_prev, g, ld_g, dgi, dgh, h_copy)
+        cgru_gate_grads_float(rows, hidden, save, h_prev, ld_prev, g_out, ld_out, g, ld_g, dgi,
+                              dgh, h_copy)
     else:
-        cgru_gate_grads_double(rows, hidden, save, h_prev, ld_prev, g, ld_g, dgi, dgh, h_copy)
+        cgru_gate_grads_double(rows, hidden, save, h_prev, ld_prev, g_out, ld_out, g, ld_g, dgi,
+                               dgh, h_copy)
 
 
 cdef void _back_product(const BackShape *shape, int b0, int b1, const floating *dgh__n3h,
@@ -79,7 +81,8 @@ cdef void _back_block_gemms(const BackShape *shape, int team, int team_size, int
     cdef int i = shape.input_size
     cdef int c0, c1, r0, r1, c
     cdef int64_t q
-    cdef floating sum_i, sum_h
+    cdef const floating *dgi_row
+    cdef const floating *dgh_row
     if rows == 0:
         return
     _split(g3, team_size, team, &c0, &c1)
@@ -87,14 +90,13 @@ cdef void _back_block_gemms(const BackShape *shape, int team, int team_size, int
         gemm_tn(i, c1 - c0, <int> rows, x__qi, i, dgi__q3h + c0, g3, 1.0, dw_ih__i3h + c0, g3)
         gemm_tn(hidden, c1 - c0, <int> rows, hp__qh, hidden, dgh__q3h + c0, g3, 1.0,
                 dw_hh__h3h + c0, g3)
-        for c in range(c0, c1):
-            sum_i = 0
-            sum_h = 0
-            for q in range(rows):
-                sum_i = sum_i + dgi__q3h[q * g3 + c]
-                sum_h = sum_h + dgh__q3h[q * g3 + c]
-            db_i__3h[c] += sum_i
-            db_h__3h[c] += sum_h
+        # row by row, not column by column: a column walk strided through the whole block
+        for q in range(rows):
+            dgi_row = dgi__q3h + q * g3
+            dgh_row = dgh__q3h + q * g3
+            for c in range(c0, c1):
+                db_i__3h[c] += dgi_row[c]
+                db_h__3h[c] += dgh_row[c]
     _split(<int> rows, team_size, team, &r0, &r1)
     if r1 > r0:
         gemm_nt(r1 - r0, i, g3, dgi__q3h + <int64_t> r0 * g3, g3, w_ih__i3h, g3, 0.0,
@@ -126,8 +128,6 @@ cdef void _back_direction(const BackShape *shape, int d, int team, int team_size
     cdef int64_t block_start, block_stop, row0
     cdef const floating *h_prev
     cdef long ld_prev
-    cdef const floating *gout_row
-    cdef floating *dh_row
     cdef const floating *h_start = h0__dnh + <int64_t> d * batch * hidden
     cdef floating *dh__nh = dh__dnh + <int64_t> d * batch * hidden
     cdef const floating *save__r4h = save__dr4h + <int64_t> d * n_rows * 4 * hidden
@@ -169,13 +169,9 @@ cdef void _back_direction(const BackShape *shape, int d, int team, int team_size
                 else:
                     h_prev = h_start + <int64_t> lo * hidden
                     ld_prev = hidden
-                for b in range(lo, hi):
-                    gout_row = gout__r2h + (row0 + b) * ld_out + d * hidden
-                    dh_row = dh__nh + <int64_t> b * hidden
-                    for c in range(hidden):
-                        dh_row[c] += gout_row[c]
                 _gate_grads(hi - lo, hidden, save__r4h + (row0 + lo) * 4 * hidden, h_prev,
-                            ld_prev, dh__nh + <int64_t> lo * hidden, hidden,
+                            ld_prev, gout__r2h + (row0 + lo) * ld_out + d * hidden, ld_out,
+                            dh__nh + <int64_t> lo * hidden, hidden,
                             dgi__q3h + (row0 - block_start + lo) * g3,
                             dgh__q3h + (row0 - block_start + lo) * g3,
                             hp__qh + (row0 - block_start + lo) * hidden)
