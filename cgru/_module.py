@@ -126,7 +126,9 @@ class ParameterModule:
 def _restore(cls, config, state, training, rng):
     with warnings.catch_warnings():      # the dropout warning was given when it was built
         warnings.simplefilter("ignore")
-        module = cls(**config, seed=rng)
+        module = cls(**config)
+    if rng is not None:     # the generator as it was: copies draw the same dropout masks
+        object.__setattr__(module, "_rng", rng)
     module.load_state_dict(state)
     module.train(training)
     return module

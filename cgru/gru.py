@@ -304,8 +304,7 @@ class GRU(ParameterModule):
                 (x.shape[0], x.shape[1] if batched else 1)
             self._check_input(seq_len, batch, x.shape[-1])
             layout = DenseLayout(seq_len, batch, batched, self.batch_first)
-            h0 = layout.state_to_kernel(self._initial_state(hx, batch, batched))
-            h0 = np.ascontiguousarray(h0)
+            h0 = self._initial_state(hx, batch, batched)      # (D*layers, N, H) always
             x = layout.to_rows(x)
             batch_sizes = dense_batch_sizes(seq_len, batch)
         dropout_mask = self._dropout_mask if self.training and self._dropout > 0 else None
