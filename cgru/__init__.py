@@ -12,6 +12,7 @@ from ._config import show_config
 from ._threads import get_num_threads, set_num_threads, use_threads
 from ._version import __version__
 from .cell import GRUCell
+from .clip import clip_grad_norm_, clip_grad_value_
 from .gru import GRU
 from .persist import load
 from .packing import (PackedSequence, pack_padded_sequence, pack_sequence, pad_packed_sequence,
@@ -20,4 +21,4 @@ from .packing import (PackedSequence, pack_padded_sequence, pack_sequence, pad_p
 __all__ = ["GRU", "GRUCell", "PackedSequence", "pack_padded_sequence", "pad_packed_sequence",
            "pack_sequence", "pad_sequence", "unpack_sequence", "unpad_sequence",
            "get_num_threads", "set_num_threads", "use_threads", "show_config", "load",
-           "__version__"]
+           "clip_grad_norm_", "clip_grad_value_", "__version__"]
