@@ -11,6 +11,7 @@ import contextlib
 import functools
 import numbers
 import os
+import sys
 import threading
 
 _process_threads = None  # set by set_num_threads; None means the default
@@ -78,3 +79,24 @@ def use_threads(n):
         yield resolved
     finally:
         _local.threads = previous
+
+
+def dask_worker_threads():
+    """1 in a task of a dask.distributed worker that runs several tasks at once (its threads
+    share its cores), else None (cgru's default: a single-threaded worker's task has the
+    worker's cores to itself). Looks only if distributed is already imported."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
+    try:
+        worker = distributed.get_worker()
+    except (ValueError, AttributeError):
+        return None
+    nthreads = getattr(getattr(worker, "state", None), "nthreads", None) or worker.nthreads
+    return 1 if nthreads > 1 else None
+
+
+def worker_threads_context():
+    """use_threads(1) inside a multi-threaded dask.distributed worker's task, else nothing."""
+    n = dask_worker_threads()
+    return use_threads(n) if n is not None else contextlib.nullcontext()

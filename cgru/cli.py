@@ -5,11 +5,14 @@
     cgru bench [ARGS]         the benchmark against the installed peers (a short default grid)
     cgru run MODEL.npz INPUT.npy -o OUTPUT.npy [--lengths LENGTHS.npy] [--batch-first]
              [--hidden-out HN.npy] [--batch-size N] [--threads N] [--quiet]
+             [--scheduler ADDRESS]
 
 `run` streams a saved GRU over an input that may be larger than memory: the input is
 memory-mapped, processed a batch of sequences at a time, and the output written through a
 memory map to a temporary file that is renamed only when complete. Errors end with one line on
-stderr and exit status 1 (2 for usage errors), never a traceback.
+stderr and exit status 1 (2 for usage errors), never a traceback. With --scheduler, the same
+run goes to a dask.distributed cluster (cgru.dask.forward), one task per batch of sequences,
+reading the input and writing the output files on storage that the workers share.
 """
 import argparse
 import contextlib
@@ -44,6 +47,8 @@ def _parser():
     run.add_argument("--batch-size", type=int, help="sequences per batch (default: ~64 MB)")
     run.add_argument("--threads", type=int, help="threads (default: cgru's default)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--scheduler", help="run on this dask.distributed scheduler (address); "
+                                         "the files must be on storage the workers share")
     return parser
 
 
@@ -132,11 +137,35 @@ def _progress(done, total, quiet):
     sys.stderr.flush()
 
 
+def _run_locally(args, model, x, lengths, seq_len, step, output, h_out, quiet):
+    """Batch after batch of sequences in this process, written into the output memmaps."""
+    from .packing import pack_padded_sequence, pad_packed_sequence
+    batch = x.shape[0] if args.batch_first else x.shape[1]
+    for b0 in range(0, batch, step):
+        b1 = min(b0 + step, batch)
+        rows = slice(b0, b1)
+        xb = np.ascontiguousarray(x[rows] if args.batch_first else x[:, rows])
+        if lengths is None:
+            out, h_n = model(xb)
+        else:
+            packed = pack_padded_sequence(xb, lengths[rows], batch_first=args.batch_first,
+                                          enforce_sorted=False)
+            out, h_n = model(packed)
+            out, _ = pad_packed_sequence(out, batch_first=args.batch_first,
+                                         total_length=seq_len)
+        if args.batch_first:
+            output[rows] = out
+        else:
+            output[:, rows] = out
+        if h_out is not None:
+            h_out[:, rows] = h_n
+        _progress(b1, batch, quiet)
+
+
 def run_model(args):
     from . import load
     from ._threads import use_threads
     from .gru import GRU
-    from .packing import pack_padded_sequence, pad_packed_sequence
 
     try:
         model = load(args.model)
@@ -164,26 +193,11 @@ def run_model(args):
             h_out = _temporary_memmap(args.hidden_out, (model.num_directions * model.num_layers,
                                                         batch, model.hidden_size),
                                       model.dtype, created)
-        with use_threads(args.threads) if args.threads else contextlib.nullcontext():
-            for b0 in range(0, batch, step):
-                b1 = min(b0 + step, batch)
-                rows = slice(b0, b1)
-                xb = np.ascontiguousarray(x[rows] if args.batch_first else x[:, rows])
-                if lengths is None:
-                    out, h_n = model(xb)
-                else:
-                    packed = pack_padded_sequence(xb, lengths[rows], batch_first=args.batch_first,
-                                                  enforce_sorted=False)
-                    out, h_n = model(packed)
-                    out, _ = pad_packed_sequence(out, batch_first=args.batch_first,
-                                                 total_length=seq_len)
-                if args.batch_first:
-                    output[rows] = out
-                else:
-                    output[:, rows] = out
-                if h_out is not None:
-                    h_out[:, rows] = h_n
-                _progress(b1, batch, quiet)
+        if args.scheduler:
+            _run_on_cluster(args, model, x.shape, x.dtype, lengths, step, created)
+        else:
+            with use_threads(args.threads) if args.threads else contextlib.nullcontext():
+                _run_locally(args, model, x, lengths, seq_len, step, output, h_out, quiet)
         finals = [args.output] + ([args.hidden_out] if args.hidden_out else [])
         for array in (output, h_out):
             if array is not None:
@@ -196,3 +210,58 @@ def run_model(args):
         for tmp in created:        # a failed run leaves no partial file behind
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+class NpyFile:
+    """A .npy file as a lazily opened, picklable array for dask.array.from_array: each worker
+    memory-maps it itself (a memmap would pickle its data)."""
+
+    def __init__(self, path, shape, dtype, mode="r"):
+        self.path, self.shape, self.dtype, self.mode = path, tuple(shape), np.dtype(dtype), mode
+        self.ndim = len(self.shape)
+        self._array = None
+
+    def _open(self):
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode=self.mode, allow_pickle=False)
+        return self._array
+
+    def __getitem__(self, key):
+        return np.asarray(self._open()[key])
+
+    def __setitem__(self, key, value):
+        array = self._open()
+        array[key] = value
+        array.flush()
+
+    def __getstate__(self):
+        return dict(self.__dict__, _array=None)
+
+
+def _run_on_cluster(args, model, shape, dtype, lengths, step, created):
+    """The run on a dask.distributed cluster: the output files exist already (created, empty,
+    at temporary paths); every batch's task writes its rows into them."""
+    try:
+        import dask.array as da
+        from distributed import Client
+    except ImportError:
+        raise CommandError("--scheduler needs dask and distributed: pip install "
+                           "\"cgru[dask]\"") from None
+    from .dask import forward
+    batch_axis = 0 if args.batch_first else 1
+    chunks = tuple(step if axis == batch_axis else -1 for axis in range(3))
+    x = da.from_array(NpyFile(os.path.abspath(args.input), shape, dtype), chunks=chunks,
+                      asarray=False)
+    try:
+        client = Client(args.scheduler, timeout="30s")
+    except (OSError, ValueError) as error:
+        raise CommandError(f"could not connect to the scheduler {args.scheduler}: "
+                           f"{error}") from None
+    with client:
+        output, h_n = forward(model, x, None, lengths, threads=args.threads)
+        targets = [NpyFile(os.path.abspath(created[0]), output.shape, output.dtype, "r+")]
+        sources = [output]
+        if args.hidden_out:
+            targets.append(NpyFile(os.path.abspath(created[1]), h_n.shape, h_n.dtype, "r+"))
+            sources.append(h_n)
+        da.store(sources, targets, lock=False)

@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - depends on the environment
                       "(or pip install \"cgru[sklearn]\")") from None
 
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -34,8 +35,42 @@ import cgru
 from cgru.optim import Adam
 
 from ._sequences import check_sequences
+from ._threads import worker_threads_context
 
 __all__ = ["GRUClassifier", "GRURegressor", "GRUTransformer"]
+
+
+def _is_dask_array(X):
+    dask_array = sys.modules.get("dask.array")
+    return dask_array is not None and isinstance(X, dask_array.Array)
+
+
+def _on_dask(estimator, method, X, width):
+    """estimator.method(X) for a 3-D dask array X chunked along samples, as a lazy dask array
+    chunked the same way (width None: one value per sample, else (n, width)). X is checked
+    before anything is computed; the estimator travels to each worker once per graph."""
+    import dask
+    import dask.array as da
+    check_is_fitted(estimator)
+    if X.ndim != 3:
+        raise ValueError(f"Expected a 3-D dask array (n_samples, seq_len, n_features), got "
+                         f"{X.ndim}-D")
+    if X.shape[2] != estimator._n_channels:
+        raise ValueError(f"X has {X.shape[2]} features, but {type(estimator).__name__} is "
+                         f"expecting {estimator._n_channels} features as input.")
+    X = X.rechunk({1: -1, 2: -1})
+    model = dask.delayed(estimator, pure=True, traverse=False)
+    call = dask.delayed(_call_method, pure=True)
+    dtype = np.float64 if width is not None else getattr(estimator, "classes_",
+                                                         np.zeros(0)).dtype
+    blocks = [da.from_delayed(call(model, method, block),
+                              (rows,) if width is None else (rows, width), dtype=dtype)
+              for rows, block in zip(X.chunks[0], X.to_delayed().ravel())]
+    return da.concatenate(blocks, axis=0)
+
+
+def _call_method(estimator, method, X):
+    return getattr(estimator, method)(X)
 
 
 def _encode(gru, sequences):
@@ -139,7 +174,8 @@ class _GRUModel(BaseEstimator):
         return _encode(self.gru_, sequences)
 
     def _decision(self, sequences):
-        features = self._forward_features(sequences)
+        with worker_threads_context():
+            features = self._forward_features(sequences)
         return features.astype(np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_
 
     # -- training -------------------------------------------------------------------------------
@@ -245,7 +281,8 @@ class _GRUModel(BaseEstimator):
 
     def fit(self, X, y):
         """Train on sequences X and targets y; returns self."""
-        return self._fit(X, y)
+        with worker_threads_context():
+            return self._fit(X, y)
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -313,12 +350,16 @@ class GRUClassifier(ClassifierMixin, _GRUModel):
             raise ValueError(f"`classes={np.unique(classes).tolist()}` is not the same as on "
                              f"last call to partial_fit, was: {self.classes_.tolist()}")
         try:
-            return self._fit(X, y, incremental=True)
+            with worker_threads_context():
+                return self._fit(X, y, incremental=True)
         finally:
             self.__dict__.pop("_partial_classes", None)
 
     def predict_proba(self, X):
-        """Class probabilities, (n_samples, n_classes), columns in classes_ order."""
+        """Class probabilities, (n_samples, n_classes), columns in classes_ order. A dask
+        array X gives a dask array, computed chunk by chunk."""
+        if _is_dask_array(X):
+            return _on_dask(self, "predict_proba", X, len(self.classes_))
         check_is_fitted(self)
         logits = self._decision(check_sequences(self, X, dtype=self.coef_.dtype, reset=False))
         logits -= logits.max(axis=1, keepdims=True)
@@ -333,7 +374,10 @@ class GRUClassifier(ClassifierMixin, _GRUModel):
         return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
     def predict(self, X):
-        """The most probable class of each sequence, (n_samples,)."""
+        """The most probable class of each sequence, (n_samples,). A dask array X gives a
+        dask array, computed chunk by chunk."""
+        if _is_dask_array(X):
+            return _on_dask(self, "predict", X, None)
         check_is_fitted(self)
         logits = self._decision(check_sequences(self, X, dtype=self.coef_.dtype, reset=False))
         return self.classes_[logits.argmax(axis=1)]
@@ -380,10 +424,15 @@ class GRURegressor(RegressorMixin, _GRUModel):
 
     def partial_fit(self, X, y):
         """One epoch over (X, y), continuing from the fitted model."""
-        return self._fit(X, y, incremental=True)
+        with worker_threads_context():
+            return self._fit(X, y, incremental=True)
 
     def predict(self, X):
-        """(n_samples,) or (n_samples, n_outputs), as y was in fit."""
+        """(n_samples,) or (n_samples, n_outputs), as y was in fit. A dask array X gives a
+        dask array, computed chunk by chunk."""
+        if _is_dask_array(X):
+            check_is_fitted(self)
+            return _on_dask(self, "predict", X, None if self._y_1d else self.n_outputs_)
         check_is_fitted(self)
         outputs = self._decision(check_sequences(self, X, dtype=self.coef_.dtype, reset=False))
         return outputs[:, 0] if self._y_1d else outputs
@@ -449,9 +498,17 @@ class GRUTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return self
 
     def transform(self, X):
-        """(n_samples, D*H) features of the sequences X."""
+        """(n_samples, D*H) features of the sequences X. A dask array X gives a dask array,
+        computed chunk by chunk."""
+        if _is_dask_array(X):
+            check_is_fitted(self)
+            return _on_dask(self, "transform", X, self._n_features_out)
         check_is_fitted(self)
         sequences = check_sequences(self, X, dtype=self.gru_.dtype, reset=False)
+        with worker_threads_context():
+            return self._pool(sequences)
+
+    def _pool(self, sequences):
         if self.pooling == "last":
             return _encode(self.gru_, sequences).astype(np.float64)
         output, _ = self.gru_(sequences.gru_input())
