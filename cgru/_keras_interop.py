@@ -74,6 +74,10 @@ def gru_from_keras(cls, layer, batch_first=True, dtype=None):
         groups = [part.get_weights() for part in parts]
         dtype = dtype or _layer_dtype(layer)
     else:
+        if isinstance(layer, (str, bytes, dict)) or not hasattr(layer, "__iter__"):
+            raise TypeError(f"GRU.from_keras expects a keras.layers.GRU, a "
+                            f"Bidirectional(GRU) layer, or a list of weight arrays "
+                            f"[kernel, recurrent_kernel(, bias)], got {type(layer).__name__}")
         arrays = list(layer)
         if len(arrays) in (2, 3):
             groups = [arrays]
