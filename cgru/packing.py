@@ -57,16 +57,8 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
                          f"(L, N, *), got {padded.ndim}D")
     max_len, batch = padded.shape[1::-1] if batch_first else padded.shape[:2]
     lengths = _check_lengths(lengths, batch, max_len)
-    if enforce_sorted:
-        if np.any(np.diff(lengths) > 0):
-            raise ValueError("`lengths` array must be sorted in decreasing order when "
-                             "`enforce_sorted` is True. You can pass `enforce_sorted=False` "
-                             "to pack_padded_sequence and/or pack_sequence to sidestep this "
-                             "requirement if you do not need ONNX exportability; got "
-                             f"{lengths.tolist()}")
-        sorted_indices = None
-    else:
-        sorted_indices = np.argsort(-lengths, kind="stable").astype(np.int64)
+    sorted_indices = _sorting(lengths, enforce_sorted)
+    if sorted_indices is not None:
         lengths = lengths[sorted_indices]
     batch_sizes = _batch_sizes(lengths)
     data = recycled_empty((int(lengths.sum()),) + padded.shape[2:], padded.dtype)
@@ -129,16 +121,47 @@ def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="
 
 
 def pack_sequence(sequences, enforce_sorted=True):
-    """Pack a list of sequences (L_i, *); with enforce_sorted, longest first."""
+    """Pack a list of sequences (L_i, *); with enforce_sorted, longest first.
+
+    The rows go straight from the list into the packed data, one copy: padding first (as
+    PyTorch does) built a 72 MB batch for 2000 words of up to 35 steps of 256 features and
+    took 0.36 s, longer than the GRU over them.
+    """
     arrays = _as_sequence_list(sequences)
-    lengths = [a.shape[0] for a in arrays]
-    return pack_padded_sequence(pad_sequence(arrays), lengths, enforce_sorted=enforce_sorted)
+    lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    lengths = _check_lengths(lengths, len(arrays), int(lengths.max()))
+    sorted_indices = _sorting(lengths, enforce_sorted)
+    if sorted_indices is not None:
+        lengths = lengths[sorted_indices]
+    dtype = np.result_type(*arrays)
+    rows = [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
+    data = recycled_empty((int(lengths.sum()),) + arrays[0].shape[1:], dtype)
+    batch_sizes = _batch_sizes(lengths)
+    if data.nbytes:
+        _rows.pack_list_rows([_byte_rows(r, r.shape[0]) for r in rows], batch_sizes,
+                             _NO_PERMUTATION if sorted_indices is None else sorted_indices,
+                             _byte_rows(data, data.shape[0]), _copy_threads(data.nbytes))
+    return PackedSequence(data, batch_sizes, sorted_indices)
 
 
 def unpack_sequence(packed_sequences):
-    """The list of sequences (L_i, *) in a PackedSequence, in the caller's batch order."""
-    padded, lengths = pad_packed_sequence(packed_sequences, batch_first=True)
-    return [padded[i, :n].copy() for i, n in enumerate(lengths)]
+    """The list of sequences (L_i, *) in a PackedSequence, in the caller's batch order (each
+    gathered straight from the packed rows: no padded batch between)."""
+    data, batch_sizes, sorted_indices, _ = check_packed(packed_sequences)
+    data = np.ascontiguousarray(data)
+    # rank b runs while batch_sizes[t] > b: its length is the number of such steps
+    lengths_by_rank = np.searchsorted(-batch_sizes, -np.arange(int(batch_sizes[0])),
+                                      side="left")
+    ranks = np.arange(len(lengths_by_rank)) if sorted_indices is None else \
+        _invert_permutation(sorted_indices)
+    sequences = [np.empty((int(lengths_by_rank[r]),) + data.shape[1:], dtype=data.dtype)
+                 for r in ranks]
+    if data.nbytes:
+        _rows.unpack_list_rows(_byte_rows(data, data.shape[0]), batch_sizes,
+                               _NO_PERMUTATION if sorted_indices is None else sorted_indices,
+                               [_byte_rows(s, s.shape[0]) for s in sequences],
+                               _copy_threads(data.nbytes))
+    return sequences
 
 
 def unpad_sequence(padded_sequences, lengths, batch_first=False):
@@ -213,6 +236,20 @@ def _int_vector(value, name):
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
     return array.astype(np.int64)
+
+
+def _sorting(lengths, enforce_sorted):
+    """None (lengths already non-increasing, as enforce_sorted demands), or the stable
+    longest-first permutation."""
+    if enforce_sorted:
+        if np.any(np.diff(lengths) > 0):
+            raise ValueError("`lengths` array must be sorted in decreasing order when "
+                             "`enforce_sorted` is True. You can pass `enforce_sorted=False` "
+                             "to pack_padded_sequence and/or pack_sequence to sidestep this "
+                             "requirement if you do not need ONNX exportability; got "
+                             f"{lengths.tolist()}")
+        return None
+    return np.argsort(-lengths, kind="stable").astype(np.int64)
 
 
 def _check_lengths(lengths, batch, max_len):

@@ -89,3 +89,70 @@ def pad_rows(const unsigned char[:, ::1] data, const int64_t[::1] batch_sizes,
     if offsets == NULL:
         raise MemoryError("cgru: could not allocate padding offsets")
     free(offsets)
+
+
+cdef unsigned char **_row_pointers(list arrays) except NULL:
+    """The data addresses of C-contiguous arrays (their memory stays owned by the list)."""
+    cdef Py_ssize_t i, n = len(arrays)
+    cdef unsigned char **pointers = <unsigned char **> malloc(max(n, 1) * sizeof(void *))
+    if pointers == NULL:
+        raise MemoryError("cgru: could not allocate the sequence table")
+    for i in range(n):
+        pointers[i] = <unsigned char *> <size_t> arrays[i].__array_interface__["data"][0]
+    return pointers
+
+
+def pack_list_rows(list sequences, const int64_t[::1] batch_sizes,
+                   const int64_t[::1] sorted_indices, unsigned char[:, ::1] data,
+                   int n_threads):
+    """Gather the packed rows straight from a list of sequences, with no padded batch between.
+
+    sequences: N C-contiguous arrays (L_i, ...) of one dtype, B bytes a row, L_i matching
+    batch_sizes; sorted_indices (N,) as in pack_rows, or empty for the identity; data
+    (sum(batch_sizes), B) bytes, written: row offsets[t] + b is step t of sequence
+    sorted_indices[b].
+    """
+    cdef Py_ssize_t n_steps = batch_sizes.shape[0], width = data.shape[1]
+    cdef bint permuted = sorted_indices.shape[0] > 0
+    cdef Py_ssize_t t, b, sequence
+    cdef int64_t *offsets
+    cdef unsigned char **rows
+    if n_steps == 0 or width == 0:
+        return
+    rows = _row_pointers(sequences)
+    with nogil:
+        offsets = _offsets(batch_sizes)
+        if offsets != NULL:
+            for t in prange(n_steps, num_threads=n_threads, schedule="static", chunksize=1):
+                for b in range(batch_sizes[t]):
+                    sequence = sorted_indices[b] if permuted else b
+                    memcpy(&data[offsets[t] + b, 0], rows[sequence] + t * width, width)
+    free(rows)
+    if offsets == NULL:
+        raise MemoryError("cgru: could not allocate packing offsets")
+    free(offsets)
+
+
+def unpack_list_rows(const unsigned char[:, ::1] data, const int64_t[::1] batch_sizes,
+                     const int64_t[::1] sorted_indices, list sequences, int n_threads):
+    """The inverse of pack_list_rows: scatter packed rows into N preallocated C-contiguous
+    arrays (L_i, ...) (written entirely), sequences[sorted_indices[b]] from rank b."""
+    cdef Py_ssize_t n_steps = batch_sizes.shape[0], width = data.shape[1]
+    cdef bint permuted = sorted_indices.shape[0] > 0
+    cdef Py_ssize_t t, b, sequence
+    cdef int64_t *offsets
+    cdef unsigned char **rows
+    if n_steps == 0 or width == 0:
+        return
+    rows = _row_pointers(sequences)
+    with nogil:
+        offsets = _offsets(batch_sizes)
+        if offsets != NULL:
+            for t in prange(n_steps, num_threads=n_threads, schedule="static", chunksize=1):
+                for b in range(batch_sizes[t]):
+                    sequence = sorted_indices[b] if permuted else b
+                    memcpy(rows[sequence] + t * width, &data[offsets[t] + b, 0], width)
+    free(rows)
+    if offsets == NULL:
+        raise MemoryError("cgru: could not allocate packing offsets")
+    free(offsets)

@@ -190,3 +190,45 @@ def test_hand_built_packed_sequence_runs(rng):
     ref = cgru.pack_padded_sequence(padded, [3, 2, 1])
     hand = PackedSequence(ref.data.tolist(), [3, 2, 1])
     np.testing.assert_array_equal(gru(hand)[0].data, gru(ref)[0].data)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.float64])
+@pytest.mark.parametrize("trailing", [(5,), (2, 3), ()])
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+def test_pack_sequence_from_the_list_equals_pad_then_pack(dtype, trailing, enforce_sorted):
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(1, 9, size=23)
+    if enforce_sorted:
+        lengths = np.sort(lengths)[::-1]
+    sequences = [(rng.standard_normal((n,) + trailing) * 10).astype(dtype) for n in lengths]
+    originals = [s.copy() for s in sequences]
+    packed = cgru.pack_sequence(sequences, enforce_sorted=enforce_sorted)
+    expected = cgru.pack_padded_sequence(cgru.pad_sequence(sequences), lengths,
+                                         enforce_sorted=enforce_sorted)
+    np.testing.assert_array_equal(packed.data, expected.data)
+    np.testing.assert_array_equal(packed.batch_sizes, expected.batch_sizes)
+    for field in ("sorted_indices", "unsorted_indices"):
+        got, want = getattr(packed, field), getattr(expected, field)
+        assert (got is None) == (want is None)
+        if want is not None:
+            np.testing.assert_array_equal(got, want)
+    unpacked = cgru.unpack_sequence(packed)
+    assert len(unpacked) == len(sequences)
+    for got, want, original in zip(unpacked, sequences, originals):
+        assert got.dtype == want.dtype and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(want, original)      # the caller's arrays untouched
+
+
+def test_pack_sequence_large_batch_on_threads():
+    rng = np.random.default_rng(3)
+    sequences = [rng.standard_normal((int(n), 256)).astype(np.float32)
+                 for n in rng.integers(1, 36, size=400)]
+    with cgru.use_threads(2):
+        packed = cgru.pack_sequence(sequences, enforce_sorted=False)
+        unpacked = cgru.unpack_sequence(packed)
+    expected = cgru.pack_padded_sequence(cgru.pad_sequence(sequences),
+                                         [len(s) for s in sequences], enforce_sorted=False)
+    np.testing.assert_array_equal(packed.data, expected.data)
+    for got, want in zip(unpacked, sequences):
+        np.testing.assert_array_equal(got, want)
