@@ -73,6 +73,22 @@ def _call_method(estimator, method, X):
     return getattr(estimator, method)(X)
 
 
+def _check_positive_ints(estimator, *names):
+    for name in names:
+        value = getattr(estimator, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"The '{name}' parameter of {type(estimator).__name__} must be "
+                             f"an int in the range [1, inf), got {value!r}")
+
+
+def _check_real(estimator, name, valid, what):
+    value = getattr(estimator, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not valid(value):
+        raise ValueError(f"The '{name}' parameter of {type(estimator).__name__} must be "
+                         f"{what}, got {value!r}")
+
+
 def _encode(gru, sequences):
     """The last layer's final state of every sequence, both directions: (n, D*H)."""
     _, h_n = gru(sequences.gru_input())
@@ -122,21 +138,17 @@ class _GRUModel(BaseEstimator):
     # -- the model ------------------------------------------------------------------------------
 
     def _check_params(self):
-        for name in ("hidden_size", "num_layers", "batch_size", "max_iter", "n_iter_no_change"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not self.learning_rate_init > 0:
-            raise ValueError(f"learning_rate_init must be > 0, got {self.learning_rate_init!r}")
-        if self.alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1), got "
-                             f"{self.validation_fraction!r}")
-        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise ValueError(f"clip_grad_norm must be None or > 0, got {self.clip_grad_norm!r}")
+        _check_positive_ints(self, "hidden_size", "num_layers", "batch_size", "max_iter",
+                             "n_iter_no_change")
+        _check_real(self, "dropout", lambda v: 0 <= v < 1, "in [0, 1)")
+        _check_real(self, "learning_rate_init", lambda v: v > 0, "> 0")
+        _check_real(self, "alpha", lambda v: v >= 0, ">= 0")
+        _check_real(self, "tol", lambda v: v == v, "a number")
+        _check_real(self, "validation_fraction", lambda v: 0 <= v < 1, "in [0, 1)")
+        if self.early_stopping and self.validation_fraction == 0:
+            raise ValueError("validation_fraction must be > 0 when early_stopping is True")
+        if self.clip_grad_norm is not None:
+            _check_real(self, "clip_grad_norm", lambda v: v > 0, "None or > 0")
 
     def _initialize(self, n_outputs, rng):
         dtype = np.dtype(self.dtype)
@@ -215,12 +227,16 @@ class _GRUModel(BaseEstimator):
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
                              f"is None.")
         self._check_params()
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
         first = not (hasattr(self, "gru_") and (self.warm_start or incremental))
         sequences = check_sequences(self, X, dtype=np.dtype(self.dtype), reset=first)
         targets = self._prepare_targets(y, sequences.n_samples, first)
         rng = check_random_state(self.random_state)
         if first:
             self._initialize(self._n_outputs(), rng)
+        elif not incremental:       # warm start: new Adam moments, as MLPClassifier's refit
+            self._optimizer = Adam([self.gru_, self._head()], lr=self.learning_rate_init)
         early_stopping = self.early_stopping and not incremental
         train, validation = np.arange(sequences.n_samples), None
         if early_stopping:
@@ -271,11 +287,11 @@ class _GRUModel(BaseEstimator):
                               "reached and the optimization hasn't converged yet.",
                               ConvergenceWarning)
         if early_stopping and hasattr(self, "_best"):
+            # the best weights seen, also in an earlier (warm-started) fit, as MLPClassifier
             state, coef, intercept = self._best
             self.gru_.load_state_dict(state)
             self.coef_[...] = coef
             self.intercept_[...] = intercept
-            del self._best
         self.gru_.eval()
         return self
 
@@ -490,8 +506,10 @@ class GRUTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """Validate X (and build the random GRU when gru is None); returns self."""
         if self.pooling not in ("last", "mean", "max"):
             raise ValueError(f"pooling must be 'last', 'mean' or 'max', got {self.pooling!r}")
-        dtype = np.dtype(self.dtype) if self.gru is None or isinstance(self.gru, (
-            str, bytes)) else self.gru.dtype
+        if self.gru is None:
+            _check_positive_ints(self, "hidden_size", "num_layers")
+        dtype = getattr(self.gru, "dtype", None) if isinstance(self.gru, cgru.GRU) else \
+            np.dtype(self.dtype)
         check_sequences(self, X, dtype=dtype, reset=True)
         self.gru_ = self._model()
         self._n_features_out = self.gru_.num_directions * self.gru_.hidden_size
