@@ -1,4 +1,4 @@
-"""Every kernel build this CPU can run passes the parity and reference tests (the main run
+"""Every kernel build this CPU can run passes the parity, gradient and reference tests (the main run
 covers the default one; here the others run in subprocesses with CGRU_ISA set)."""
 import os
 import subprocess
@@ -22,7 +22,7 @@ def _pytest(isa, *files):
 @pytest.mark.parametrize("isa", [i for i in _engine.available_isas() if i != DEFAULT])
 def test_other_builds_match_torch_and_reference(isa):
     result = _pytest(isa, "test_parity_fixtures.py", "test_parity_live.py", "test_reference.py",
-                     "test_threads.py", "test_kernel_paths.py")
+                     "test_threads.py", "test_kernel_paths.py", "test_grad_parity.py")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 

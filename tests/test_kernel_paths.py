@@ -11,6 +11,7 @@ import cgru
 from cgru import _run
 from conftest import assert_close
 from reference import gru_reference
+from reference_grad import assert_grads_close, gru_reference_vjp
 
 PATHS = {  # name: (FUSE_MAX_ROWS, PANEL_MAX_ROWS, MIN_ROWS_PER_THREAD)
     "fused": (10**6, 10**6, 2),
@@ -78,3 +79,42 @@ def test_every_row_count_of_a_register_block(rng, dtype):
         ref_out, ref_h = gru_reference(gru.state_dict(), x, hx, 1, False)
         assert_close(out, ref_out, dtype)
         assert_close(h_n, ref_h, dtype)
+
+
+BACKWARD_PATHS = {  # name: (PANEL_MAX_ROWS, BACKWARD_WORKSPACE_BYTES)
+    "panels, one block": (10**6, 8 << 20),
+    "blas, one block": (0, 8 << 20),
+    "panels, one-step blocks": (10**6, 1),
+    "blas, one-step blocks": (0, 1),
+}
+
+
+@pytest.mark.parametrize("path", BACKWARD_PATHS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_paths_match_reference(monkeypatch, rng, path, dtype):
+    # The backward's recurrent product from panels or BLAS, its weight gradients over one block
+    # or one block per step (two barriers each), on 1 to 3 threads.
+    panel, workspace = BACKWARD_PATHS[path]
+    monkeypatch.setattr(_run, "PANEL_MAX_ROWS", panel)
+    monkeypatch.setattr(_run, "BACKWARD_WORKSPACE_BYTES", workspace)
+    tol = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}[np.dtype(dtype)]
+    for (batch, hidden, bidirectional), threads in itertools.product(
+            [(1, 20, False), (7, 49, True), (19, 16, False)], [1, 2, 3]):
+        gru = cgru.GRU(5, hidden, 2, bidirectional=bidirectional, dtype=dtype, seed=batch)
+        d = 2 if bidirectional else 1
+        lengths = rng.integers(1, 9, size=batch)
+        x = rng.standard_normal((int(lengths.max()), batch, 5)).astype(dtype)
+        hx = rng.standard_normal((2 * d, batch, hidden)).astype(dtype)
+        grad_out = rng.standard_normal((int(lengths.max()), batch, d * hidden))
+        grad_h = rng.standard_normal((2 * d, batch, hidden))
+        packed = cgru.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        with cgru.use_threads(threads):
+            (out, _), backward = gru.vjp(packed, hx)
+            grads = backward(cgru.pack_padded_sequence(grad_out, lengths,
+                                                       enforce_sorted=False).data, grad_h)
+        _, _, want = gru_reference_vjp(gru.state_dict(), x, hx, 2, bidirectional, lengths,
+                                       grad_out, grad_h)
+        grads["input"] = cgru.pad_packed_sequence(
+            cgru.PackedSequence(grads["input"], out.batch_sizes, out.sorted_indices,
+                                out.unsorted_indices), total_length=int(lengths.max()))[0]
+        assert_grads_close(grads, want, tol, f"{path}, {threads} threads")
