@@ -65,9 +65,7 @@ def check_sequences(estimator, X, *, dtype, reset):
     GRU's input width in `estimator._n_channels`; reset=False: checks X against them.
     """
     if _is_ragged(X):
-        sequences = [check_array(np.asarray(s) if not hasattr(s, "iloc") else s,
-                                 dtype=dtype, ensure_2d=False, input_name="X")
-                     for s in X]
+        sequences = [np.asarray(s.to_numpy() if hasattr(s, "iloc") else s) for s in X]
         sequences = [s[:, None] if s.ndim == 1 else s for s in sequences]
         if any(s.ndim != 2 for s in sequences):
             raise ValueError("Each sequence in X must be a 2-D array (seq_len, n_features)")
@@ -75,7 +73,16 @@ def check_sequences(estimator, X, *, dtype, reset):
         if len(widths) > 1:
             raise ValueError(f"All sequences in X must have the same number of features, "
                              f"got {sorted(widths)}")
-        batch = Sequences(ragged=[np.ascontiguousarray(s) for s in sequences])
+        # one check of all the rows together: scikit-learn's checks (and messages) once, not
+        # per sequence, which cost 115 us each (43 of a 51 ms predict on JapaneseVowels)
+        rows = check_array(np.concatenate(sequences), dtype=dtype, input_name="X")
+        ends = np.cumsum([len(s) for s in sequences])
+        empty = np.flatnonzero(np.diff(ends, prepend=0) == 0)
+        if empty.size:
+            raise ValueError(f"Found array with 0 sample(s) (shape=(0, {rows.shape[1]})) while "
+                             f"a minimum of 1 is required: sequence {empty[0]} of X has no "
+                             f"steps")
+        batch = Sequences(ragged=np.split(rows, ends[:-1]))
         _check_features(estimator, batch.n_features, reset, two_d=False)
         return batch
     array = np.asarray(X) if not hasattr(X, "iloc") and not hasattr(X, "shape") else X

@@ -199,9 +199,9 @@ class _GRUModel(BaseEstimator):
         (_, h_n), backward = gru.vjp(batch.gru_input())
         features = _last_layer(gru, h_n)
         outputs = features @ self.coef_.T + self.intercept_
-        loss, d_outputs = self._loss(outputs.astype(np.float64), targets)
+        loss, d_outputs = self._loss(outputs, targets)
         n = len(features)
-        d_outputs = d_outputs.astype(self.coef_.dtype)
+        d_outputs = d_outputs.astype(self.coef_.dtype, copy=False)
         head_grads = {"coef_": d_outputs.T @ features, "intercept_": d_outputs.sum(axis=0)}
         d_features = d_outputs @ self.coef_
         d = gru.num_directions
@@ -344,12 +344,13 @@ class GRUClassifier(ClassifierMixin, _GRUModel):
     def _loss(self, logits, classes):
         """Mean softmax cross-entropy and its gradient with respect to the logits."""
         shifted = logits - logits.max(axis=1, keepdims=True)
-        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        n = len(classes)
-        loss = -log_p[np.arange(n), classes].mean()
-        grad = np.exp(log_p)
-        grad[np.arange(n), classes] -= 1
-        return float(loss), grad / n
+        exp = np.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        rows = np.arange(len(classes))
+        loss = float(np.mean(np.log(total[:, 0]) - shifted[rows, classes], dtype=np.float64))
+        grad = exp / total
+        grad[rows, classes] -= 1
+        return loss, grad / len(classes)
 
     def _score_targets(self, sequences, classes):
         return accuracy_score(classes, self._decision(sequences).argmax(axis=1))
