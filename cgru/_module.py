@@ -123,6 +123,17 @@ class ParameterModule:
         return IncompatibleKeys(missing, unexpected)
 
 
+def assign_parameters(module, values):
+    """Trusted update for cgru's own optimizers: values (name -> new array of the parameter's
+    shape and dtype, owned by the caller and never used by it again) become the parameters,
+    frozen, with one re-layout per changed layer and none of load_state_dict's checks and
+    copies (a fifth of a small model's optimizer step)."""
+    for value in values.values():
+        value.flags.writeable = False
+    module._params.update(values)
+    module._parameters_changed(list(values))
+
+
 def _restore(cls, config, state, training, rng):
     with warnings.catch_warnings():      # the dropout warning was given when it was built
         warnings.simplefilter("ignore")

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._checks import to_numpy
-from ._module import ParameterModule
+from ._module import ParameterModule, assign_parameters
 
 __all__ = ["SGD", "Adam", "AdamW"]
 
@@ -156,7 +156,7 @@ class _Optimizer:
             else:
                 entry[slot.name][...] = value
         for position, values in per_module.items():
-            self._entries[position].load_state_dict(values, strict=False)
+            assign_parameters(self._entries[position], values)
 
     def _gather(self, grads):
         """Every gradient, checked, as a new array of its parameter's dtype, in flat order."""
