@@ -109,9 +109,11 @@ def forward(gru, input, hx=None, lengths=None, *, threads=None):
     x = _as_dask(input, "input")
     if x.dtype.kind not in "biuf":
         raise TypeError(f"input must be a real numeric array, got an array of dtype {x.dtype}")
-    if x.ndim != 3:
-        raise ValueError(f"GRU: Expected input to be 3D for cgru.dask.forward (batched "
-                         f"sequences), got {x.ndim}D instead")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"GRU: Expected input to be 2D or 3D, got {x.ndim}D instead")
+    if x.ndim == 2:
+        raise ValueError("cgru.dask.forward: expected batched 3-D input (L, N, H_in) to split "
+                         "along N, got an unbatched 2-D sequence: call the module itself")
     batch_axis = 0 if gru.batch_first else 1
     seq_len, batch = x.shape[1 - batch_axis], x.shape[batch_axis]
     gru._check_input(seq_len, batch, x.shape[2])
