@@ -569,7 +569,8 @@ def test_import_cgru_does_not_import_dask():
     modules = "cgru, cgru.sklearn" if importlib.util.find_spec("sklearn") else "cgru"
     code = (f"import sys, {modules}; "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__)))
     assert result.returncode == 0, result.stderr
 
 
