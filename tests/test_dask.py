@@ -408,6 +408,12 @@ def test_bad_input_message_is_numpys(x, hx, lengths, numpy_call):
     assert str(dask_error.value) == str(numpy_error.value)
 
 
+def test_unbatched_input_is_refused_before_anything_runs():
+    # gru(numpy) runs a 2-D (L, H_in) sequence unbatched; there is no N to split it along
+    with pytest.raises(ValueError, match="unbatched 2-D"):
+        cgru.dask.forward(_BAD_GRU, _raising((L, I)))
+
+
 def test_not_a_gru_or_not_an_array():
     with pytest.raises(TypeError, match="cgru.GRU"):
         cgru.dask.forward(cgru.GRUCell(I, H), da.zeros((L, N, I)))
