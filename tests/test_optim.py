@@ -816,3 +816,56 @@ def test_single_entry_accepts_list_of_one(rng):
     cgru.optim.SGD([b], lr=1.0).step([{"w": np.ones(2)}])
     np.testing.assert_array_equal(a["w"], b["w"])
     np.testing.assert_array_equal(a["w"], -np.ones(2))
+
+
+@pytest.mark.parametrize("name,cls,kwargs", CONFIGS, ids=CONFIG_IDS)
+def test_one_pass_over_all_parameters_equals_array_by_array(name, cls, kwargs, rng):
+    """step updates the parameters of one dtype laid end to end: bitwise the same numbers as
+    one optimizer per array (which never concatenates), float32 and float64 mixed."""
+    arrays = {"a": rng.standard_normal((3, 5)).astype(np.float32),
+              "b": rng.standard_normal(7).astype(np.float64),
+              "c": rng.standard_normal((2, 2, 2)).astype(np.float32),
+              "d": rng.standard_normal((4, 1)).astype(np.float64)}
+    together = {k: v.copy() for k, v in arrays.items()}
+    apart = {k: v.copy() for k, v in arrays.items()}
+    opt = getattr(cgru.optim, cls)(together, **kwargs)
+    singles = {k: getattr(cgru.optim, cls)({k: apart[k]}, **kwargs) for k in apart}
+    for _ in range(5):
+        grads = _grads_like(arrays, rng)
+        opt.step(grads)
+        for key, single in singles.items():
+            single.step({key: grads[key]})
+    for key in arrays:
+        np.testing.assert_array_equal(together[key], apart[key])
+        state = opt.state_dict()["state"].get(list(arrays).index(key), {})
+        single_state = singles[key].state_dict()["state"].get(0, {})
+        assert state.keys() == single_state.keys()
+        for buffer, value in state.items():
+            np.testing.assert_array_equal(value, single_state[buffer])
+
+
+def test_parameters_at_different_steps_are_updated_each_with_its_own(rng):
+    """A loaded state may hold different step counts per parameter (torch allows it): each
+    parameter's bias correction uses its own count."""
+    arrays = {"a": rng.standard_normal(4).astype(np.float32),
+              "b": rng.standard_normal(6).astype(np.float32)}
+    steps = {"a": 3.0, "b": 7.0}
+    buffers = {k: {"step": steps[k], "exp_avg": rng.standard_normal(v.shape).astype(v.dtype),
+                   "exp_avg_sq": rng.uniform(0.1, 1, v.shape).astype(v.dtype)}
+               for k, v in arrays.items()}
+    together = {k: v.copy() for k, v in arrays.items()}
+    opt = cgru.optim.Adam(together, lr=0.1)
+    state = opt.state_dict()
+    state["state"] = {0: buffers["a"], 1: buffers["b"]}
+    opt.load_state_dict(state)
+    grads = _grads_like(arrays, rng)
+    opt.step(grads)
+    for position, key in enumerate(arrays):
+        alone = {key: arrays[key].copy()}
+        single = cgru.optim.Adam(alone, lr=0.1)
+        single_state = single.state_dict()
+        single_state["state"] = {0: buffers[key]}
+        single.load_state_dict(single_state)
+        single.step({key: grads[key]})
+        np.testing.assert_array_equal(together[key], alone[key])
+        assert opt.state_dict()["state"][position]["step"] == steps[key] + 1
