@@ -6,10 +6,11 @@ units, [r | z | n] within each block, so that a thread owning a range of hidden 
 contiguous range of columns (one GEMM call per step, gates of a unit close together in memory).
 """
 import functools
+import math
 
 import numpy as np
 
-from ._aligned import aligned_empty
+from ._aligned import ALIGNMENT, aligned_empty
 from ._engine import kernel
 
 UNIT_BLOCK = kernel.UNIT_BLOCK
@@ -29,32 +30,53 @@ def gate_column_order(hidden_size):
     return order
 
 
-def _pad_rows(array, multiple):
-    """array (n, ...) with zero rows appended up to a multiple of `multiple`."""
-    n = array.shape[0]
-    if n % multiple == 0:
-        return array
-    padded = np.zeros((-(-n // multiple) * multiple,) + array.shape[1:], dtype=array.dtype)
-    padded[:n] = array
-    return padded
-
-
 def weight_panels(weight):
     """A (3H, K) weight as ceil(H / 16) panels (ceil(H / 16), K, 48): panel k holds the r, z
     and n rows of hidden units 16k .. 16k+15, transposed, each gate padded with zeros to 16."""
     h, depth = weight.shape[0] // 3, weight.shape[1]
-    gates = np.stack([_pad_rows(weight[g * h:(g + 1) * h], UNIT_BLOCK) for g in range(3)])
-    # (3, K16 * 16, depth) -> (blocks, depth, gate, unit)
-    blocks = gates.reshape(3, -1, UNIT_BLOCK, depth).transpose(1, 3, 0, 2)
-    return blocks.reshape(blocks.shape[0], depth, PANEL_WIDTH)
+    out = np.empty((-(-h // UNIT_BLOCK), depth, PANEL_WIDTH), dtype=weight.dtype)
+    _write_weight_panels(weight, out)
+    return out
+
+
+def _write_weight_panels(weight, out):
+    """weight_panels(weight), written into out (ceil(H / 16), K, 48)."""
+    h, depth = weight.shape[0] // 3, weight.shape[1]
+    full = h // UNIT_BLOCK                    # blocks without padding
+    # out[k, :, 16 g + u] = weight[g H + 16 k + u, :]
+    by_gate = out.reshape(out.shape[0], depth, 3, UNIT_BLOCK)
+    gates = weight.reshape(3, h, depth)
+    if full:
+        by_gate[:full] = gates[:, :full * UNIT_BLOCK].reshape(
+            3, full, UNIT_BLOCK, depth).transpose(1, 3, 0, 2)
+    if full < out.shape[0]:
+        rest = h - full * UNIT_BLOCK
+        by_gate[full] = 0
+        by_gate[full, :, :, :rest] = gates[:, full * UNIT_BLOCK:].transpose(2, 0, 1)
 
 
 def backward_panels(packed_w_hh):
     """The backward pass's recurrent weights: packed w_hh (H, 3H) as ceil(H / 48) panels
     (J, 3H, 48), panel j holding hidden units 48j .. 48j+47 of every row, zero padded, so that
     dL/dh(t-1) = dG_h @ W_hh is a register-blocked product per 48 units."""
-    padded = _pad_rows(packed_w_hh, PANEL_WIDTH)
-    return padded.reshape(-1, PANEL_WIDTH, padded.shape[1]).transpose(0, 2, 1)
+    h = packed_w_hh.shape[0]
+    out = np.empty((-(-h // PANEL_WIDTH), packed_w_hh.shape[1], PANEL_WIDTH),
+                   dtype=packed_w_hh.dtype)
+    _write_backward_panels(packed_w_hh, out)
+    return out
+
+
+def _write_backward_panels(packed_w_hh, out):
+    """backward_panels(packed_w_hh), written into out (J, 3H, 48)."""
+    h = packed_w_hh.shape[0]
+    full = h // PANEL_WIDTH
+    if full:
+        out[:full] = packed_w_hh[:full * PANEL_WIDTH].reshape(
+            full, PANEL_WIDTH, -1).transpose(0, 2, 1)
+    if full < out.shape[0]:
+        rest = h - full * PANEL_WIDTH
+        out[full, :, rest:] = 0
+        out[full, :, :rest] = packed_w_hh[full * PANEL_WIDTH:].T
 
 
 def pack_layer(directions, hidden_size, dtype):
@@ -66,33 +88,48 @@ def pack_layer(directions, hidden_size, dtype):
     back_panels (D, J, 3H, 48) for the backward pass, where K = ceil(H / 16), J = ceil(H / 48)
     and bias_gi = b_ih + b_hh for the r and z gates and b_in for n (b_hn must stay inside
     r * (...)).
+
+    Each array is written once, in place, into one aligned allocation: this runs after every
+    optimizer step, and for a small model (H = 64) building the pieces and then stacking them
+    took as long as the training step's forward pass.
     """
     order = gate_column_order(hidden_size)
-    h = hidden_size
-    w_ih, ih_panels, w_hh, hh_panels, bias_gi, bias_hn, back = [], [], [], [], [], [], []
-    for weight_ih, weight_hh, b_ih, b_hh in directions:
-        w_ih.append(weight_ih[order].T)
-        ih_panels.append(weight_panels(weight_ih))
-        w_hh.append(weight_hh[order].T)
-        hh_panels.append(weight_panels(weight_hh))
-        back.append(backward_panels(w_hh[-1]))
+    h, d = hidden_size, len(directions)
+    i = directions[0][0].shape[1]
+    k, j = -(-h // UNIT_BLOCK), -(-h // PANEL_WIDTH)
+    w_ih, ih_panels, w_hh, hh_panels, bias_gi, bias_hn, back = _aligned_arrays(
+        [(d, i, 3 * h), (d, k, i, PANEL_WIDTH), (d, h, 3 * h), (d, k, h, PANEL_WIDTH),
+         (d, 3 * h), (d, h), (d, j, 3 * h, PANEL_WIDTH)], dtype)
+    for direction, (weight_ih, weight_hh, b_ih, b_hh) in enumerate(directions):
+        w_ih[direction] = weight_ih[order].T      # (a gather, then one transposing copy:
+                                                  # twice as fast as np.take along axis 1)
+        _write_weight_panels(weight_ih, ih_panels[direction])
+        w_hh[direction] = weight_hh[order].T
+        _write_weight_panels(weight_hh, hh_panels[direction])
+        _write_backward_panels(w_hh[direction], back[direction])
         if b_ih is None:
-            b_ih = np.zeros(3 * h, dtype=dtype)
-            b_hh = np.zeros(3 * h, dtype=dtype)
-        combined = b_ih.copy()
-        combined[: 2 * h] += b_hh[: 2 * h]
-        bias_gi.append(combined[order])
-        bias_hn.append(b_hh[2 * h:])
-    return kernel.LayerWeights(*(_aligned_stack(parts, dtype) for parts in (
-        w_ih, ih_panels, w_hh, hh_panels, bias_gi, bias_hn, back)))
+            bias_gi[direction] = 0
+            bias_hn[direction] = 0
+        else:
+            combined = b_ih.copy()
+            combined[: 2 * h] += b_hh[: 2 * h]
+            np.take(combined, order, out=bias_gi[direction])
+            bias_hn[direction] = b_hh[2 * h:]
+    return kernel.LayerWeights(w_ih, ih_panels, w_hh, hh_panels, bias_gi, bias_hn, back)
 
 
-def _aligned_stack(parts, dtype):
-    """np.stack(parts) as one aligned C-contiguous array, written once."""
-    out = aligned_empty((len(parts),) + parts[0].shape, dtype)
-    for d, part in enumerate(parts):
-        out[d] = part
-    return out
+def _aligned_arrays(shapes, dtype):
+    """Uninitialised C-contiguous arrays of these shapes, carved from one allocation, each
+    starting on a 64-byte boundary (when the allocation is large enough to be aligned)."""
+    per_line = ALIGNMENT // np.dtype(dtype).itemsize
+    sizes = [math.prod(shape) for shape in shapes]
+    starts, total = [], 0
+    for size in sizes:
+        starts.append(total)
+        total += -(-size // per_line) * per_line
+    flat = aligned_empty((total,), dtype)
+    return [flat[start:start + size].reshape(shape)
+            for start, size, shape in zip(starts, sizes, shapes)]
 
 
 def unpack_layer_grads(grads, hidden_size):

@@ -38,6 +38,7 @@
 
 from cython cimport floating
 from cython.parallel cimport parallel
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
@@ -516,12 +517,13 @@ cdef class LayerWeights:
                  back_panels=None):
         self.arrays = (w_ih, w_ih_panels, w_hh, w_hh_panels, bias_gi, bias_hn)
         self.back_panels = back_panels
-        dtypes = {a.dtype.name for a in self.arrays}
-        if dtypes not in ({"float32"}, {"float64"}) or not all(a.flags.c_contiguous
-                                                                for a in self.arrays):
+        # (dtype.char, not dtype.name: this runs after every optimizer step, and building
+        # the names was a tenth of re-laying out a small layer)
+        dtypes = {a.dtype.char for a in self.arrays}
+        if dtypes not in ({"f"}, {"d"}) or not all(a.flags.c_contiguous for a in self.arrays):
             raise ValueError(f"LayerWeights needs C-contiguous arrays of one float dtype, "
-                             f"got {sorted(dtypes)}")
-        self.is_double = dtypes == {"float64"}
+                             f"got {sorted(a.dtype.name for a in self.arrays)}")
+        self.is_double = dtypes == {"d"}
         self.n_dirs = w_ih.shape[0]
         self.input_size = w_ih.shape[1]
         self.hidden = w_hh.shape[1]
@@ -537,8 +539,14 @@ cdef class LayerWeights:
         return LayerWeights, self.arrays + (self.back_panels,)
 
 
-cdef inline const void *_address(a):
-    return <const void *> <size_t> a.__array_interface__["data"][0]
+cdef inline const void *_address(a) except? NULL:
+    """The data pointer of a C-contiguous array (through the buffer protocol: reading
+    __array_interface__ builds a dict, 3 us a call). Valid while the array lives."""
+    cdef Py_buffer view
+    PyObject_GetBuffer(a, &view, PyBUF_SIMPLE)
+    cdef const void *data = view.buf
+    PyBuffer_Release(&view)
+    return data
 
 
 def gru_layer(const floating[:, ::1] x,
