@@ -36,10 +36,15 @@ class PackedSequence(namedtuple("PackedSequence",
             raise TypeError("PackedSequence needs batch_sizes; build one with "
                             "pack_padded_sequence or pack_sequence")
         if unsorted_indices is None and sorted_indices is not None:
-            # Derived here as in PyTorch; a malformed permutation is reported when used.
-            sorted_array = np.asarray(sorted_indices)
-            if sorted_array.ndim == 1 and (np.sort(sorted_array)
-                                           == np.arange(sorted_array.shape[0])).all():
+            # Derived here as in PyTorch; a malformed permutation (not ints, not a
+            # permutation) is left for check_packed to report when the sequence is used.
+            try:
+                sorted_array = np.asarray(sorted_indices)
+            except (ValueError, TypeError):
+                sorted_array = None
+            if sorted_array is not None and sorted_array.ndim == 1 and \
+                    sorted_array.dtype.kind in "iu" and \
+                    (np.sort(sorted_array) == np.arange(sorted_array.shape[0])).all():
                 unsorted_indices = _invert_permutation(sorted_array)
         return super().__new__(cls, data, batch_sizes, sorted_indices, unsorted_indices)
 
@@ -218,10 +223,18 @@ def check_packed(sequence, dtype=None):
 
 # -- helpers ------------------------------------------------------------------------------------
 
+def _to_numpy(value, name, what):
+    try:
+        return to_numpy(value)
+    except (ValueError, TypeError) as error:     # ragged lists, objects NumPy cannot read
+        raise TypeError(f"{name} must be {what}; could not convert "
+                        f"{type(value).__name__}: {error}") from None
+
+
 def _as_array(value, name):
     if value is None or isinstance(value, (str, bytes, dict, numbers.Number)):
         raise TypeError(f"{name} must be an array, got {type(value).__name__}")
-    array = to_numpy(value)
+    array = _to_numpy(value, name, "a numeric array")
     if array.dtype.kind not in "biufc":
         raise TypeError(f"{name} must be a numeric array, got dtype {array.dtype}")
     return array
@@ -230,7 +243,7 @@ def _as_array(value, name):
 def _int_vector(value, name):
     if value is None or isinstance(value, (str, bytes, dict, numbers.Number)):
         raise TypeError(f"{name} must be a 1-D array of ints, got {type(value).__name__}")
-    array = to_numpy(value)
+    array = _to_numpy(value, name, "a 1-D array of ints")
     if array.dtype.kind not in "iu" and not (array.size == 0 and array.dtype.kind == "f"):
         raise TypeError(f"{name} must be a 1-D array of ints, got dtype {array.dtype}")
     if array.ndim != 1:

@@ -102,3 +102,19 @@ def test_dropout_assignment_is_validated(gru):
 def test_size_attributes_are_fixed(gru):
     with pytest.raises(AttributeError):
         gru.hidden_size = 10
+
+
+# -- found by tests/test_fuzz.py ----------------------------------------------------------------
+
+@pytest.mark.parametrize("sorted_indices", [np.array([1.0, 0.0]), [True, False],
+                                            [[1], [0, 2]], ["1", "0"]])
+def test_packed_sequence_with_sorted_indices_that_are_not_ints(sorted_indices):
+    """PackedSequence(...) raised IndexError (floats) or NumPy's ValueError (bools, ragged
+    lists) while deriving unsorted_indices; now it is built, and using it is a TypeError or
+    ValueError that names the field."""
+    packed = cgru.PackedSequence(np.zeros((3, 2), np.float32), [2, 1], sorted_indices)
+    assert packed.unsorted_indices is None
+    with pytest.raises((TypeError, ValueError), match="sorted_indices"):
+        cgru.pad_packed_sequence(packed)
+    with pytest.raises((TypeError, ValueError), match="sorted_indices"):
+        cgru.GRU(2, 3)(packed)
