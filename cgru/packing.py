@@ -61,6 +61,9 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
         raise ValueError(f"pack_padded_sequence: expected input of at least 2 dimensions "
                          f"(L, N, *), got {padded.ndim}D")
     max_len, batch = padded.shape[1::-1] if batch_first else padded.shape[:2]
+    if batch == 0:
+        raise ValueError(f"pack_padded_sequence: expected a non-empty batch, got batch size 0 "
+                         f"(input of shape {padded.shape}, batch_first={bool(batch_first)})")
     lengths = _check_lengths(lengths, batch, max_len)
     sorted_indices = _sorting(lengths, enforce_sorted)
     if sorted_indices is not None:

@@ -118,3 +118,16 @@ def test_packed_sequence_with_sorted_indices_that_are_not_ints(sorted_indices):
         cgru.pad_packed_sequence(packed)
     with pytest.raises((TypeError, ValueError), match="sorted_indices"):
         cgru.GRU(2, 3)(packed)
+
+
+@pytest.mark.parametrize("shape,batch_first", [((3, 0, 2), False), ((0, 3, 2), True),
+                                               ((0, 0), False)])
+def test_pack_padded_sequence_of_an_empty_batch(shape, batch_first):
+    """N = 0 raised IndexError (from the batch sizes of no lengths); the README promises a
+    ValueError."""
+    with pytest.raises(ValueError, match="non-empty batch, got batch size 0"):
+        cgru.pack_padded_sequence(np.zeros(shape), np.zeros(0, np.int64),
+                                  batch_first=batch_first)
+    with pytest.raises(ValueError, match="batch size 0"):
+        cgru.pack_padded_sequence(np.zeros(shape), [], batch_first=batch_first,
+                                  enforce_sorted=False)
