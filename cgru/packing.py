@@ -195,8 +195,10 @@ def check_packed(sequence, dtype=None):
     data = _as_array(sequence.data, "PackedSequence.data")
     if data.ndim < 1:
         raise ValueError("PackedSequence.data must have at least 1 dimension (sum(lengths), *)")
-    if dtype is not None:
-        data = np.ascontiguousarray(data, dtype=dtype)
+    if dtype is not None and data.dtype.kind not in "biuf":
+        # (converting would drop the imaginary part of complex data, with only a warning)
+        raise TypeError(f"PackedSequence.data must be a real numeric array, got an array of "
+                        f"dtype {data.dtype}")
     batch_sizes = _int_vector(sequence.batch_sizes, "PackedSequence.batch_sizes")
     if batch_sizes.size == 0:
         raise ValueError("PackedSequence.batch_sizes is empty: expected one entry per timestep")
@@ -221,6 +223,8 @@ def check_packed(sequence, dtype=None):
             sorted_indices[unsorted_indices] == np.arange(batch)).all():
         raise ValueError("PackedSequence.unsorted_indices must be the inverse permutation of "
                          "sorted_indices")
+    if dtype is not None:      # converted once every field is known to be consistent
+        data = np.ascontiguousarray(data, dtype=dtype)
     return data, batch_sizes, sorted_indices, unsorted_indices
 
 

@@ -1,4 +1,6 @@
 """Every kind of bad input gets a clear ValueError or TypeError, and the module keeps working."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -131,3 +133,21 @@ def test_pack_padded_sequence_of_an_empty_batch(shape, batch_first):
     with pytest.raises(ValueError, match="batch size 0"):
         cgru.pack_padded_sequence(np.zeros(shape), [], batch_first=batch_first,
                                   enforce_sorted=False)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_gru_refuses_complex_packed_data(dtype):
+    """Complex PackedSequence.data was cast to real (imaginary parts dropped, a ComplexWarning
+    only); dense complex input has always been a TypeError."""
+    gru = cgru.GRU(2, 3, seed=0)
+    packed = cgru.PackedSequence(np.ones((3, 2), dtype) * 1j, [2, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TypeError, match="PackedSequence.data must be a real numeric "
+                                            "array, got an array of dtype complex"):
+            gru(packed)
+        with pytest.raises(TypeError, match="real numeric array"):
+            gru.vjp(packed)
+    # the packing utilities still move complex rows (as torch's do)
+    padded, _ = cgru.pad_packed_sequence(packed)
+    assert padded.dtype == dtype and padded[0, 0, 0] == 1j
