@@ -99,7 +99,7 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
     trailing = data.shape[1:]
     padded = recycled_empty(((batch, max_len) if batch_first else (max_len, batch)) + trailing,
                             data.dtype)
-    fill = np.full(trailing, padding_value, dtype=data.dtype)
+    fill = _padding_fill(padding_value, trailing, data.dtype)
     _rows.pad_rows(_byte_rows(np.ascontiguousarray(data), data.shape[0]), batch_sizes,
                    _NO_PERMUTATION if unsorted is None else unsorted, bool(batch_first),
                    _byte_rows(fill, 1)[0], _byte_rows(padded, max_len * batch),
@@ -119,7 +119,7 @@ def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="
     arrays = _as_sequence_list(sequences)
     max_len = max(a.shape[0] for a in arrays)
     dtype = np.result_type(*arrays)
-    padded = np.full((len(arrays), max_len) + arrays[0].shape[1:], padding_value, dtype=dtype)
+    padded = _padding_fill(padding_value, (len(arrays), max_len) + arrays[0].shape[1:], dtype)
     for i, a in enumerate(arrays):
         if padding_side == "right":
             padded[i, :a.shape[0]] = a
@@ -284,6 +284,26 @@ def _check_lengths(lengths, batch, max_len):
         raise ValueError(f"lengths must not exceed the time axis ({max_len}); got "
                          f"{lengths.tolist()}")
     return lengths
+
+
+def _padding_fill(value, shape, dtype):
+    """An array of `shape` filled with padding_value in the data's dtype: TypeError for what
+    is not a number (or complex for real data), ValueError for a number the dtype cannot
+    hold (10**400 in float32, 1000 in int8: NumPy's OverflowError)."""
+    dtype = np.dtype(dtype)
+    complex_ok = dtype.kind == "c"
+    number = numbers.Complex if complex_ok else numbers.Real
+    if not isinstance(value, number) and not (
+            isinstance(value, np.ndarray) and value.ndim == 0
+            and value.dtype.kind in ("biufc" if complex_ok else "biuf")):
+        raise TypeError(f"padding_value must be a {'number' if complex_ok else 'real number'} "
+                        f"(the data is {dtype}), got {type(value).__name__}")
+    try:
+        return np.full(shape, value, dtype=dtype)
+    except OverflowError as error:
+        shown = repr(value) if len(repr(value)) < 40 else repr(value)[:37] + "..."
+        raise ValueError(f"padding_value {shown} does not fit the data's dtype {dtype}: "
+                         f"{error}") from None
 
 
 # the identity permutation, for the row copies

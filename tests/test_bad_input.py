@@ -151,3 +151,28 @@ def test_gru_refuses_complex_packed_data(dtype):
     # the packing utilities still move complex rows (as torch's do)
     padded, _ = cgru.pad_packed_sequence(packed)
     assert padded.dtype == dtype and padded[0, 0, 0] == 1j
+
+
+@pytest.mark.parametrize("dtype,value,error", [
+    (np.float32, 10 ** 400, ValueError), (np.int8, 1000, ValueError),
+    (np.float64, None, TypeError), (np.float32, "x", TypeError), (np.float32, 1j, TypeError),
+    (np.float32, [1.0], TypeError)])
+def test_padding_value_that_does_not_fit(dtype, value, error):
+    """pad_packed_sequence and pad_sequence raised OverflowError for a padding_value out of the
+    data's range, and took None (as NaN), lists and complex numbers (dropping the imaginary
+    part) for real data."""
+    packed = cgru.PackedSequence(np.zeros((3, 2), dtype), [2, 1])
+    with pytest.raises(error, match="padding_value"):
+        cgru.pad_packed_sequence(packed, padding_value=value)
+    with pytest.raises(error, match="padding_value"):
+        cgru.pad_sequence([np.zeros((2, 2), dtype), np.zeros((1, 2), dtype)],
+                          padding_value=value)
+
+
+def test_padding_values_that_fit():
+    packed = cgru.PackedSequence(np.zeros((3, 2), np.complex64), [2, 1])
+    assert cgru.pad_packed_sequence(packed, padding_value=1j)[0][1, 1, 0] == 1j
+    for value in (np.float32(2), np.array(2.0), True, 2):
+        padded = cgru.pad_sequence([np.zeros(2, np.int8), np.zeros(1, np.int8)],
+                                   padding_value=value)
+        assert padded.dtype == np.int8 and padded[1, 1] == int(value)
