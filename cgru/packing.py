@@ -209,9 +209,12 @@ def check_packed(sequence, dtype=None):
     if (batch_sizes[1:] > batch_sizes[:-1]).any():
         raise ValueError("PackedSequence.batch_sizes must be non-increasing, got "
                          f"{batch_sizes.tolist()}")
-    if int(batch_sizes.sum()) != data.shape[0]:
-        raise ValueError(f"PackedSequence.data has {data.shape[0]} rows but batch_sizes sum to "
-                         f"{int(batch_sizes.sum())}")
+    rows, total = data.shape[0], int(batch_sizes.sum())
+    if total != rows or rows >= 1 << 31 or batch_sizes[0] > rows:
+        # the int64 sum wraps around: [2**63 - 1, 2**63 - 1, 2] "sums" to 0
+        total = int(batch_sizes.sum(dtype=object))
+    if total != rows:
+        raise ValueError(f"PackedSequence.data has {rows} rows but batch_sizes sum to {total}")
     batch = int(batch_sizes[0])
     sorted_indices = _permutation(sequence.sorted_indices, batch, "sorted_indices")
     unsorted_indices = _permutation(sequence.unsorted_indices, batch, "unsorted_indices")

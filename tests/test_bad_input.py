@@ -176,3 +176,17 @@ def test_padding_values_that_fit():
         padded = cgru.pad_sequence([np.zeros(2, np.int8), np.zeros(1, np.int8)],
                                    padding_value=value)
         assert padded.dtype == np.int8 and padded[1, 1] == int(value)
+
+
+def test_batch_sizes_whose_int64_sum_wraps_around():
+    """batch_sizes [2**63 - 1, 2**63 - 1, 2] summed to 0 in int64 and matched empty data: the
+    GRU then tried to allocate a state for 2**63 - 1 sequences."""
+    huge = 2 ** 63 - 1
+    for data in (np.zeros((0, 3), np.float32), np.zeros(0, np.float32)):
+        packed = cgru.PackedSequence(data, np.array([huge, huge, 2]))
+        with pytest.raises(ValueError, match=f"0 rows but batch_sizes sum to {2 * huge + 2}"):
+            cgru.GRU(3, 2)(packed)
+        with pytest.raises(ValueError, match="batch_sizes sum to"):
+            cgru.pad_packed_sequence(packed)
+        with pytest.raises(ValueError, match="batch_sizes sum to"):
+            cgru.unpack_sequence(packed)
