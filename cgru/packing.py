@@ -258,6 +258,9 @@ def _int_vector(value, name):
         raise TypeError(f"{name} must be a 1-D array of ints, got dtype {array.dtype}")
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+        # (the int64 copy would wrap them around to negative values)
+        raise ValueError(f"{name} must fit in int64, got a value of {array.max()}")
     return array.astype(np.int64)
 
 

@@ -190,3 +190,15 @@ def test_batch_sizes_whose_int64_sum_wraps_around():
             cgru.pad_packed_sequence(packed)
         with pytest.raises(ValueError, match="batch_sizes sum to"):
             cgru.unpack_sequence(packed)
+
+
+def test_uint64_values_beyond_int64():
+    """uint64 lengths, batch sizes and indices above 2**63 - 1 wrapped around to negative int64
+    values, and the errors showed those (lengths 2**64 - 1 were reported as -1)."""
+    big = np.array([2 ** 64 - 1, 1], dtype=np.uint64)
+    with pytest.raises(ValueError, match=f"lengths must fit in int64, got a value of {2**64-1}"):
+        cgru.pack_padded_sequence(np.zeros((3, 2, 1)), big)
+    with pytest.raises(ValueError, match="batch_sizes must fit in int64"):
+        cgru.unpack_sequence(cgru.PackedSequence(np.zeros((3, 1)), big))
+    with pytest.raises(ValueError, match="sorted_indices must fit in int64"):
+        cgru.unpack_sequence(cgru.PackedSequence(np.zeros((3, 1)), [2, 1], big))
