@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -53,9 +54,12 @@ def load(path):
             weights = {k: data[k] for k in data.files if k != HEADER_KEY}
     except FileNotFoundError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError,
-            json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not a readable cgru model file: {error}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError,
+            zlib.error, NotImplementedError, RuntimeError, RecursionError) as error:
+        # (zlib.error: a damaged compressed member; NotImplementedError: an unknown compression
+        # method; RuntimeError: an encrypted member; RecursionError: JSON nested too deeply)
+        raise ValueError(f"{path} is not a readable cgru model file: "
+                         f"{type(error).__name__}: {error}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a cgru model file (header {header!r})")
     if header.get("version") != FORMAT_VERSION:

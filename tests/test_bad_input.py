@@ -1,5 +1,8 @@
 """Every kind of bad input gets a clear ValueError or TypeError, and the module keeps working."""
+import io
+import json
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -202,3 +205,41 @@ def test_uint64_values_beyond_int64():
         cgru.unpack_sequence(cgru.PackedSequence(np.zeros((3, 1)), big))
     with pytest.raises(ValueError, match="sorted_indices must fit in int64"):
         cgru.unpack_sequence(cgru.PackedSequence(np.zeros((3, 1)), [2, 1], big))
+
+
+def _rewritten(tmp_path, edit, compression=zipfile.ZIP_STORED):
+    """A saved GRU(2, 3) whose zip members went through edit(name, bytes) -> bytes."""
+    path = tmp_path / "model.npz"
+    cgru.GRU(2, 3, seed=0).save(path)
+    with zipfile.ZipFile(path) as z:
+        members = [(info.filename, z.read(info)) for info in z.infolist()]
+    out = tmp_path / "edited.npz"
+    with zipfile.ZipFile(out, "w", compression) as z:
+        for name, content in members:
+            z.writestr(name, edit(name, content))
+    return out
+
+
+def _header_json(text):
+    buffer = io.BytesIO()
+    np.save(buffer, np.array(text))
+    return buffer.getvalue()
+
+
+def test_load_a_damaged_compressed_file_or_deep_json(tmp_path):
+    """A damaged deflate stream raised zlib.error, and a header of JSON nested 100000 deep
+    RecursionError; both are damaged files: ValueError."""
+    deflated = _rewritten(tmp_path, lambda name, content: content, zipfile.ZIP_DEFLATED)
+    assert cgru.load(deflated).hidden_size == 3
+    data = bytearray(deflated.read_bytes())
+    with zipfile.ZipFile(deflated) as z:
+        info = z.getinfo("weight_ih_l0.npy")
+    start = info.header_offset + 30 + len(info.filename)    # the compressed bytes
+    data[start] ^= 0x55              # the first deflate block header: zlib.error
+    deflated.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="not a readable cgru model file: error"):
+        cgru.load(deflated)
+    deep = _rewritten(tmp_path, lambda name, content: _header_json("[" * 10 ** 5 + "]" * 10 ** 5)
+                      if name == "__cgru__.npy" else content)
+    with pytest.raises(ValueError, match="RecursionError"):
+        cgru.load(deep)
