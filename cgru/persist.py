@@ -4,7 +4,9 @@ Files are read with ``allow_pickle=False``: opening one never runs code. Anythin
 a complete, consistent cgru file (truncated, from another program, missing or misshapen
 weights, an unknown format version) is a ValueError that says what is wrong.
 """
+import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -48,10 +50,11 @@ def load(path):
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise ValueError("it holds a single array, not a saved model")
         with data:
-            if HEADER_KEY not in data.files:
-                raise ValueError("it has no cgru header")
-            header = json.loads(str(data[HEADER_KEY]))
-            weights = {k: data[k] for k in data.files if k != HEADER_KEY}
+            members = _read_members(data.zip, os.path.getsize(path))
+        if HEADER_KEY not in members:
+            raise ValueError("it has no cgru header")
+        header = json.loads(str(members.pop(HEADER_KEY)))
+        weights = members
     except FileNotFoundError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError,
@@ -61,16 +64,56 @@ def load(path):
         raise ValueError(f"{path} is not a readable cgru model file: "
                          f"{type(error).__name__}: {error}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a cgru model file (header {header!r})")
+        raise ValueError(f"{path} is not a cgru model file (header {_short(header)})")
     if header.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has cgru format version {header.get('version')!r}; this "
+        raise ValueError(f"{path} has cgru format version {_short(header.get('version'))}; this "
                          f"cgru reads version {FORMAT_VERSION}")
-    cls = classes.get(header.get("class"))
+    cls = classes.get(header.get("class")) if isinstance(header.get("class"), str) else None
     if cls is None or not isinstance(header.get("config"), dict):
-        raise ValueError(f"{path}: unknown model class {header.get('class')!r} or no config")
+        raise ValueError(f"{path}: unknown model class {_short(header.get('class'))} or no "
+                         "config")
     try:
         module = cls(**header["config"])
         module.load_state_dict(weights, strict=True)
     except (TypeError, ValueError, KeyError) as error:
         raise ValueError(f"{path} is inconsistent: {error}") from None
     return module
+
+
+def _read_members(archive, file_size):
+    """Every .npy member of a zip archive, by name without the suffix, as arrays.
+
+    Each member's .npy header is checked against the bytes the member holds before NumPy
+    allocates its array: a damaged header (or zip directory) could ask for exabytes.
+    """
+    members = {}
+    for info in archive.infolist():
+        if not info.filename.endswith(".npy"):
+            raise ValueError(f"member {info.filename!r} is not a .npy array")
+        if info.compress_size > file_size or (
+                info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size):
+            raise ValueError(f"member {info.filename!r} claims {info.file_size} bytes, more than "
+                             f"the file holds")
+        raw = archive.read(info)
+        stream = io.BytesIO(raw)
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"member {info.filename!r} has .npy format version {version}")
+        if dtype.hasobject:
+            raise ValueError(f"member {info.filename!r} holds Python objects (pickled data), "
+                             "which cgru never loads")
+        expected = math.prod(shape) * dtype.itemsize
+        if len(raw) - stream.tell() != expected:
+            raise ValueError(f"member {info.filename!r} declares {dtype} of shape {shape} "
+                             f"({expected} bytes) but holds {len(raw) - stream.tell()} bytes")
+        members[info.filename[:-len(".npy")]] = np.load(io.BytesIO(raw), allow_pickle=False)
+    return members
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

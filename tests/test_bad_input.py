@@ -243,3 +243,23 @@ def test_load_a_damaged_compressed_file_or_deep_json(tmp_path):
                       if name == "__cgru__.npy" else content)
     with pytest.raises(ValueError, match="RecursionError"):
         cgru.load(deep)
+
+
+def _npy_with_shape(content, shape):
+    """A .npy member's bytes with its header rewritten to declare `shape` (data kept)."""
+    array = np.load(io.BytesIO(content), allow_pickle=False)
+    header = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (array.dtype.str, shape)
+    header += " " * ((-(10 + len(header) + 1)) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + \
+        array.tobytes()
+
+
+@pytest.mark.parametrize("shape", [(2, 10 ** 9), (10 ** 12, 10 ** 12), (2 ** 62,), (5,)])
+def test_load_a_member_whose_header_lies_about_its_size(tmp_path, shape):
+    """NumPy allocates what a member's .npy header declares before reading its data: a damaged
+    header made cgru.load raise MemoryError (or take gigabytes); now the declared size is
+    checked against the bytes the member holds first."""
+    path = _rewritten(tmp_path, lambda name, content: _npy_with_shape(content, shape)
+                      if name == "weight_hh_l0.npy" else content)
+    with pytest.raises(ValueError, match=r"member 'weight_hh_l0.npy' declares float32 of shape"):
+        cgru.load(path)
