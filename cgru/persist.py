@@ -72,6 +72,7 @@ def load(path):
     if cls is None or not isinstance(header.get("config"), dict):
         raise ValueError(f"{path}: unknown model class {_short(header.get('class'))} or no "
                          "config")
+    _check_config_sizes(path, cls is GRUCell, header["config"], weights)
     try:
         module = cls(**header["config"])
         module.load_state_dict(weights, strict=True)
@@ -112,6 +113,27 @@ def _read_members(archive, file_size):
                              f"({expected} bytes) but holds {len(raw) - stream.tell()} bytes")
         members[info.filename[:-len(".npy")]] = np.load(io.BytesIO(raw), allow_pickle=False)
     return members
+
+
+def _check_config_sizes(path, is_cell, config, weights):
+    """The sizes in the config against the weights' shapes, before the module is built (its
+    initial weights are allocated from the config: hidden_size=10**9 must not try)."""
+    suffix = "" if is_cell else "_l0"
+    implied = {}
+    w_ih, w_hh = weights.get("weight_ih" + suffix), weights.get("weight_hh" + suffix)
+    for name, weight in (("weight_ih" + suffix, w_ih), ("weight_hh" + suffix, w_hh)):
+        if weight is None or weight.ndim != 2:
+            raise ValueError(f"{path} is inconsistent: {name} is "
+                             f"{'missing' if weight is None else f'of shape {weight.shape}'}")
+    implied["input_size"], implied["hidden_size"] = w_ih.shape[1], w_hh.shape[1]
+    if not is_cell:
+        implied["num_layers"] = next(k for k in range(len(weights) + 1)
+                                     if f"weight_hh_l{k}" not in weights)
+    for key, value in implied.items():
+        given = config.get(key)
+        if isinstance(given, bool) or given != value:
+            raise ValueError(f"{path} is inconsistent: its config has {key}={_short(given)} but "
+                             f"its weights have {key}={value}")
 
 
 def _short(value):

@@ -263,3 +263,21 @@ def test_load_a_member_whose_header_lies_about_its_size(tmp_path, shape):
                       if name == "weight_hh_l0.npy" else content)
     with pytest.raises(ValueError, match=r"member 'weight_hh_l0.npy' declares float32 of shape"):
         cgru.load(path)
+
+
+@pytest.mark.parametrize("key,value", [("hidden_size", 10 ** 9), ("input_size", 10 ** 12),
+                                       ("num_layers", 10 ** 6), ("hidden_size", 4)])
+def test_load_a_header_whose_sizes_do_not_fit_its_weights(tmp_path, key, value):
+    """cgru.load built the module from the header's config (allocating its initial weights)
+    before comparing it with the file's weights: hidden_size=10**9 was a MemoryError and
+    num_layers=10**6 built a million layers; now the sizes are checked first."""
+    def edit(name, content):
+        if name != "__cgru__.npy":
+            return content
+        header = json.loads(str(np.load(io.BytesIO(content))))
+        header["config"][key] = value
+        return _header_json(json.dumps(header))
+
+    with pytest.raises(ValueError, match=f"its config has {key}={value} but its weights have "
+                                         f"{key}="):
+        cgru.load(_rewritten(tmp_path, edit))
