@@ -66,15 +66,20 @@ def main(argv=None):
         try:
             run_model(args)
         except CommandError as error:
-            print(f"cgru run: error: {error}", file=sys.stderr)
+            print(f"cgru run: error: {_one_line(error)}", file=sys.stderr)
             return 1
         except (MemoryError, OSError) as error:
-            print(f"cgru run: error: {type(error).__name__}: {error}", file=sys.stderr)
+            print(f"cgru run: error: {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
             return 1
         return 0
     from ._demo import run_demo
     run_demo()
     return 0
+
+
+def _one_line(error):
+    """An error's message on one line (NumPy's own messages can run over several)."""
+    return " ".join(str(error).split())
 
 
 def _load_array(path, what):

@@ -281,3 +281,19 @@ def test_load_a_header_whose_sizes_do_not_fit_its_weights(tmp_path, key, value):
     with pytest.raises(ValueError, match=f"its config has {key}={value} but its weights have "
                                          f"{key}="):
         cgru.load(_rewritten(tmp_path, edit))
+
+
+def test_cli_errors_stay_on_one_line(tmp_path, capsys):
+    """An input .npy with an oversized header got NumPy's multi-line message printed as is:
+    `cgru run` errors are one line."""
+    from cgru import cli
+    cgru.GRU(3, 2, seed=0).save(tmp_path / "model.npz")
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1, 3), " + " " * 20000 + "}"
+    header += " " * ((-(12 + len(header) + 1)) % 64) + "\n"
+    (tmp_path / "x.npy").write_bytes(b"\x93NUMPY\x02\x00" + len(header).to_bytes(4, "little")
+                                     + header.encode() + bytes(24))
+    code = cli.main(["run", str(tmp_path / "model.npz"), str(tmp_path / "x.npy"), "-o",
+                     str(tmp_path / "out.npy")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("cgru run: error: input ")
+    assert "max_header_size" in err and len(err.strip().splitlines()) == 1
