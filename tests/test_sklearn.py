@@ -1048,3 +1048,24 @@ def test_aeon_datasets_accuracy(name, params, threshold):
     X_test, y_test = _aeon_split(loader, "test")
     est = GRUClassifier(random_state=0, **params).fit(X_train, y_train)
     assert est.score(X_test, y_test) >= threshold
+
+
+def test_ragged_batches_pack_as_pack_sequence():
+    """A training batch of ragged sequences is packed by one gather of the checked rows:
+    the same PackedSequence as cgru.pack_sequence(..., enforce_sorted=False), for any subset
+    and order of the sequences, ties in length included."""
+    from cgru._sequences import check_sequences
+
+    rng = np.random.default_rng(7)
+    sequences = [rng.standard_normal((length, 3)).astype(np.float32)
+                 for length in rng.integers(1, 9, size=40)]
+    checked = check_sequences(GRUClassifier(), sequences, dtype=np.dtype(np.float32),
+                              reset=True)
+    for _ in range(20):
+        indices = rng.permutation(40)[:rng.integers(1, 41)]
+        packed = checked.take(indices).gru_input()
+        expected = cgru.pack_sequence([sequences[i] for i in indices], enforce_sorted=False)
+        for field in expected._fields:
+            np.testing.assert_array_equal(getattr(packed, field), getattr(expected, field))
+        np.testing.assert_array_equal(checked.take(indices).lengths(),
+                                      [len(sequences[i]) for i in indices])
