@@ -124,7 +124,9 @@ class GRU(SequenceCall, ParameterModule):
     @classmethod
     def from_torch(cls, module):
         """A GRU with the configuration and weights of a torch.nn.GRU (any float dtype, any
-        device; float64 stays float64, other dtypes become float32). Starts in eval mode."""
+        device; float64 stays float64, other dtypes become float32). Starts in eval mode.
+        A torch.ao.nn.quantized.dynamic.GRU (quantize_dynamic with qint8) gives a
+        cgru.QuantizedGRU with its int8 weights and scales as they are."""
         from ._torch_interop import gru_from_torch
         return gru_from_torch(cls, module)
 
