@@ -72,15 +72,17 @@ def _column_scales(scale):
     return scale[order], panels.reshape(panels.shape[0], -1)
 
 
-def pack_quant_layer(directions, hidden_size, precision):
+def pack_quant_layer(directions, hidden_size, precision, int8_projection=False):
     """One layer's stored weights in the kernel's layout (QuantLayerWeights).
+    int8_projection (int8 only): input projections by int8 products on quantized inputs, not
+    float32 sgemm through the widened weights.
 
     directions: per direction, (w_ih (3H, I), w_hh (3H, H)) stored (uint16 bits or int8),
     (s_ih (3H,), s_hh (3H,)) int8 scales or None, and (b_ih, b_hh) float32 (3H,) or None.
     """
     order = gate_column_order(hidden_size)
     h = hidden_size
-    parts = [[] for _ in range(10)]
+    parts = [[] for _ in range(11)]
     for (w_ih, w_hh), scales, (b_ih, b_hh) in directions:
         parts[0].append(w_ih[order].T)
         parts[1].append(weight_panels(w_ih))
@@ -101,6 +103,11 @@ def pack_quant_layer(directions, hidden_size, precision):
         combined[: 2 * h] += b_hh[: 2 * h]
         parts[8].append(combined[order])
         parts[9].append(np.asarray(b_hh[2 * h:], dtype=np.float32))
+        if int8_projection:
+            parts[10].append(_paired_panels(weight_panels(w_ih)))
+    if not int8_projection:
+        parts[10] = [np.zeros(1, np.int8)]     # one zero, not a panel: sgemm projections
     return kernel.QuantLayerWeights(
-        MODES[precision], *(_aligned_stack(p, p[0].dtype) for p in parts))
+        MODES[precision], *(_aligned_stack(p, p[0].dtype) for p in parts[:10]),
+        _aligned_stack(parts[10], np.int8) if int8_projection else parts[10][0])
 

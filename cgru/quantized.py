@@ -5,13 +5,17 @@ Made by ``GRU.quantize(precision)`` / ``GRUCell.quantize(precision)`` (or from a
 float32. Inference only: no vjp, no training mode, no load_state_dict (quantize again after
 changing the weights).
 
-What is rounded, per precision (everything else is float32: input projections through the
-stored weights widened to float32, biases, gates, the hidden state):
-    bfloat16  every weight, to nearest, ties to even; the recurrent product reads W_hh as
-              bfloat16 (half the bytes per step) and accumulates in float32 with h in float32.
-    int8      every weight, symmetric per output row (scale max|row| / 127); per step, each
-              row of h(t-1) is quantized symmetrically (scale max|h| / 127) and the recurrent
-              product is summed exactly in int32, then scaled to float32.
+What is rounded, per precision (everything else is float32: biases, gates, the hidden state
+and the outputs):
+    bfloat16  every weight, to nearest, ties to even. The input projections run as one sgemm
+              per block of steps through W_ih widened to float32 once per call (the inputs are
+              not rounded); the recurrent product reads W_hh as bfloat16 (half the bytes per
+              step) and accumulates in float32 with h in float32 (not rounded either: on CPUs
+              without bfloat16 dot products, rounding h would only add work and error).
+    int8      every weight, symmetric per output row (scale max|row| / 127); every row of the
+              input and, per step, of h(t-1) is quantized symmetrically per row (scale
+              max|row| / 127: finer than PyTorch's one unsigned scale per tensor and call), the
+              products are summed exactly in int32, then scaled to float32.
 """
 import numpy as np
 
@@ -27,6 +31,12 @@ from ._run import PANEL_MAX_ROWS, LayerStack, dense_batch_sizes
 # result never depends on the tile size (the thread count, the batch), measured in
 # benchmarks/bench_quantized.py.
 QUANT_PANEL_MAX_ROWS = {"bfloat16": PANEL_MAX_ROWS, "int8": 1 << 30}
+# int8 input projections: False runs them as float32 sgemm through the dequantized weights (the
+# inputs not rounded), True as int8 products on inputs quantized per row like h. On AVX2 (AMD
+# EPYC Zen 2, no VNNI) pmaddwd panels reach half of OpenBLAS's sgemm rate on these large
+# products (S6 1 thread: whole call 1057 ms int8 against 750 ms sgemm), while on the per-step
+# recurrent product they beat it (S6's recurrent part 1.45x float32's): see RESULTS.md.
+INT8_INPUT_PRODUCTS = False
 
 
 def _quantize(weight, precision):
@@ -68,7 +78,8 @@ class _Quantized:
             biases = ((w["bias_ih" + prefix], w["bias_hh" + prefix]) if self._bias
                       else (None, None))
             directions.append((weights, scales, biases))
-        return pack_quant_layer(directions, self._hidden_size, self._precision)
+        return pack_quant_layer(directions, self._hidden_size, self._precision,
+                                INT8_INPUT_PRODUCTS and self._precision == "int8")
 
     def state_dict(self):
         """A dict of copies of the stored arrays: weights as uint16 bfloat16 bits or int8

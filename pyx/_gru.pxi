@@ -76,6 +76,9 @@ cdef struct Shape:
     int quant
     const void *q_hh_panels  # (D, K, ceil(H/2), 48) words: bf16 pairs, or int8 pairs
     const float *q_hh_scales # int8: (D, K, 48) the weight scale of each panel column
+    const void *q_ih_panels  # int8: (D, K, ceil(I/2), 48, 2) W_ih's panels, k-paired; NULL:
+                             # the input projection runs in float32 (sgemm), as for bfloat16
+    const float *q_ih_scales # int8: (D, K, 48)
 
 
 cdef inline void _split(int n, int parts, int part, int *start, int *stop) noexcept nogil:
@@ -359,6 +362,12 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
                team_size, team, &r0, &r1)
         if shape.fused:
             pass            # projected step by step, inside _tile_step
+        elif shape.quant == QUANT_INT8 and shape.q_ih_panels != NULL:
+            if floating is float:   # int8 products on rows of x quantized (pyx/_quant.pxi)
+                if r1 > r0:
+                    _quant_projection(shape, d, r1 - r0,
+                                      x__ri + (block_start + r0) * shape.input_size,
+                                      gi__r3h + r0 * g3, acc__r48)
         elif r1 - r0 > CGRU_PANEL_ROWS:
             gemm_nn(r1 - r0, g3, shape.input_size,
                     x__ri + (block_start + r0) * shape.input_size, shape.input_size,

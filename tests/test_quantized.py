@@ -84,8 +84,7 @@ def test_int8_rows_are_symmetric_per_row():
 
 def test_the_module_multiplies_by_exactly_the_stored_weights():
     """bfloat16: the kernel's products equal a float32 GRU's on the widened weights (the
-    accumulation is float32 in both); int8: the input projection is float32 through the
-    dequantized weights."""
+    accumulation is float32 in both), and the stored bits are the rounded weights."""
     gru = cgru.GRU(24, 40, num_layers=2, bidirectional=True, seed=0)
     x = _inputs(12, 5, 24)
     q = gru.quantize("bfloat16")
@@ -99,11 +98,28 @@ def test_the_module_multiplies_by_exactly_the_stored_weights():
 
 # -- the int8 kernel against NumPy ------------------------------------------------------------
 
-def _int8_reference(module, x, h0):
-    """The int8 scheme in NumPy, float32 where the kernel is: per step and row, h quantized
-    (q = rint(h * (127 / max|h|)), scale max|h| / 127), the product summed exactly, times the
-    row's and the weight row's scales; input projections float32 through the dequantized
-    weights. x (L, N, I) dense, h0 (D*layers, N, H)."""
+def _quantize_rows(v):
+    """(q, scale) of the rows of v (..., K), float32 as the kernel computes them:
+    q = rint(v * (127 / max|v|)), scale max|v| / 127 (0 and q = 0 for a zero row)."""
+    f32 = np.float32
+    amax = np.abs(v).max(axis=-1).astype(f32)
+    safe = np.where(amax > 0, amax, f32(1))
+    q = np.where(amax[..., None] > 0, np.rint(v * (f32(127) / safe)[..., None]), 0)
+    return q.astype(np.int64), np.where(amax > 0, amax / f32(127), f32(0)).astype(f32)
+
+
+def _int8_product(v, q_w, s_w):
+    """v (..., K) @ W.T for int8 W = q_w * s_w[:, None], with v quantized per row: the sums
+    exact in integers, then the two scales."""
+    q, scale = _quantize_rows(v)
+    return ((q @ q_w.T).astype(np.float32) * scale[..., None]) * s_w
+
+
+def _int8_reference(module, x, h0, int8_inputs=False):
+    """The int8 scheme in NumPy, float32 where the kernel is: per step, every row of h
+    quantized symmetrically, the product summed exactly, times the row's and the weight row's
+    scales; the input projection float32 through the dequantized weights, or (int8_inputs)
+    the same int8 product on each row of x. x (L, N, I) dense, h0 (D*layers, N, H)."""
     state = module.state_dict()
     d, h = module.num_directions, module.hidden_size
     layer_input, h_n = x.astype(np.float32), []
@@ -112,20 +128,17 @@ def _int8_reference(module, x, h0):
         outs = []
         for direction in range(d):
             sfx = f"_l{layer}" + ("_reverse" if direction else "")
-            w_ih = state[f"weight_ih{sfx}"].astype(f32) * state[f"weight_ih{sfx}_scale"][:, None]
+            q_ih = state[f"weight_ih{sfx}"].astype(np.int64)
+            s_ih = state[f"weight_ih{sfx}_scale"]
             q_hh = state[f"weight_hh{sfx}"].astype(np.int64)
             s_hh = state[f"weight_hh{sfx}_scale"]
             b_ih, b_hh = state[f"bias_ih{sfx}"], state[f"bias_hh{sfx}"]
-            gi = layer_input @ w_ih.T + b_ih
+            gi = (_int8_product(layer_input, q_ih, s_ih) if int8_inputs else
+                  layer_input @ (q_ih.astype(f32) * s_ih[:, None]).T) + b_ih
             hx = h0[layer * d + direction].astype(f32)
             out = np.zeros(layer_input.shape[:2] + (h,), f32)
             for t in (range(x.shape[0] - 1, -1, -1) if direction else range(x.shape[0])):
-                amax = np.abs(hx).max(axis=1).astype(f32)
-                safe = np.where(amax > 0, amax, f32(1))
-                qh = np.where(amax[:, None] > 0, np.rint(hx * (f32(127) / safe)[:, None]), 0)
-                row_scale = np.where(amax > 0, amax / f32(127), f32(0)).astype(f32)
-                acc = (qh.astype(np.int64) @ q_hh.T).astype(f32)
-                gh = (acc * row_scale[:, None]) * s_hh[None, :] + b_hh
+                gh = _int8_product(hx, q_hh, s_hh) + b_hh
                 r = 1 / (1 + np.exp(-(gi[t, :, :h] + gh[:, :h])))
                 z = 1 / (1 + np.exp(-(gi[t, :, h:2 * h] + gh[:, h:2 * h])))
                 n = np.tanh(gi[t, :, 2 * h:] + r * gh[:, 2 * h:])
@@ -137,8 +150,15 @@ def _int8_reference(module, x, h0):
     return layer_input, np.stack(h_n)
 
 
+@pytest.fixture(params=[False, True], ids=["sgemm-inputs", "int8-inputs"])
+def int8_inputs(request, monkeypatch):
+    """Both int8 input projections: float32 sgemm (the default) and int8 products."""
+    monkeypatch.setattr(cgru.quantized, "INT8_INPUT_PRODUCTS", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True), (3, False)])
-def test_int8_one_step_equals_numpy_reference(layers, bidirectional):
+def test_int8_one_step_equals_numpy_reference(layers, bidirectional, int8_inputs):
     """One step from a given hx: every layer quantizes the same float32 state as the reference,
     so the int32 sums are the same and only float32 rounding differs (an error in the product,
     the pairing of k, the scales or the quantization of h shows up at 1e-2 here)."""
@@ -150,17 +170,17 @@ def test_int8_one_step_equals_numpy_reference(layers, bidirectional):
         x = _inputs(1, batch, 20, seed=batch)
         h0 = rng.uniform(-1, 1, (d * layers, batch, 37)).astype(np.float32)
         h0[0, 0] = 0      # a zero row: scale 0
-        assert _max_error(q(x, h0), _int8_reference(q, x, h0)) < 5e-6
+        assert _max_error(q(x, h0), _int8_reference(q, x, h0, int8_inputs)) < 5e-6
 
 
-def test_int8_sequence_close_to_numpy_reference():
+def test_int8_sequence_close_to_numpy_reference(int8_inputs):
     """Over steps, a state that differs in its last bit may round to a neighbouring int8
     value, so the bound is looser than one step's, and still 20x below the int8 bound."""
     gru = cgru.GRU(16, 64, num_layers=2, bidirectional=True, seed=5)
     q = gru.quantize("int8")
     x = _inputs(25, 6, 16)
     h0 = np.zeros((4, 6, 64), np.float32)
-    assert _max_error(q(x), _int8_reference(q, x, h0)) < 2.5e-3
+    assert _max_error(q(x), _int8_reference(q, x, h0, int8_inputs)) < 2.5e-3
 
 
 # -- accuracy against float32 -----------------------------------------------------------------
@@ -416,3 +436,42 @@ def test_from_torch_refuses_float16_dynamic(torch):
             torch.nn.Sequential(torch.nn.GRU(4, 8)), {torch.nn.GRU}, dtype=torch.float16)[0]
     with pytest.raises(ValueError, match="qint8"):
         cgru.GRU.from_torch(qmodule)
+
+
+# -- a real model: g2p_en's grapheme-to-phoneme GRU -------------------------------------------
+
+# Decoded alike at least this often (measured with 1000 words: bfloat16 0.992, int8 0.958; the
+# issue asks 0.99 of both, which per-row int8 weights do not reach on this model: its weights
+# alone, with float32 activations, give 0.961, and PyTorch's per-tensor int8 weights do worse,
+# see RESULTS.md).
+G2P_AGREEMENT = {"bfloat16": 0.99, "int8": 0.95}
+
+
+@pytest.fixture(scope="module")
+def g2p():
+    """(model, words, the float32 modules' decoding of them)."""
+    from g2p_model import G2P, checkpoint_path, pseudo_words
+    path = checkpoint_path()
+    if path is None:
+        pytest.skip("g2p_en is not installed (pip install g2p_en)")
+    model = G2P(path)
+    words = pseudo_words(1000)
+    return model, words, model.decode(words)
+
+
+def test_g2p_en_float_decoding_is_g2p_ens_own(g2p):
+    from g2p_model import numpy_predict
+    model, words, decoded = g2p
+    assert decoded[:40] == [numpy_predict(model.variables, w) for w in words[:40]]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_g2p_en_decodes_the_same_phonemes(g2p, precision):
+    """g2p_en's pretrained encoder GRU and decoder GRUCell (H = 256), greedy decoding of 1000
+    words: the quantized modules decode the float32 modules' phoneme sequence."""
+    model, words, want = g2p
+    got = model.decode(words, model.encoder.quantize(precision),
+                       model.decoder.quantize(precision))
+    agreement = np.mean([g == w for g, w in zip(got, want)])
+    assert agreement >= G2P_AGREEMENT[precision], \
+        f"{precision}: {agreement:.4f} of words decoded alike"
