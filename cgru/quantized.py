@@ -32,10 +32,10 @@ from ._run import PANEL_MAX_ROWS, LayerStack, dense_batch_sizes
 # benchmarks/bench_quantized.py.
 QUANT_PANEL_MAX_ROWS = {"bfloat16": PANEL_MAX_ROWS, "int8": 1 << 30}
 # int8 input projections: False runs them as float32 sgemm through the dequantized weights (the
-# inputs not rounded), True as int8 products on inputs quantized per row like h. On AVX2 (AMD
-# EPYC Zen 2, no VNNI) pmaddwd panels reach half of OpenBLAS's sgemm rate on these large
-# products (S6 1 thread: whole call 1057 ms int8 against 750 ms sgemm), while on the per-step
-# recurrent product they beat it (S6's recurrent part 1.45x float32's): see RESULTS.md.
+# inputs not rounded), True as int8 products (pmaddwd panels) on inputs quantized per row like
+# h. On AVX2 (AMD EPYC Zen 2, no VNNI; interleaved in one process, 1 thread) int8 products were
+# barely faster (S4 1.01x, S5 1.02x, S6 1.08x) and doubled the error against float32 (S6 2.0e-2
+# against 8.4e-3): not worth it without VNNI.
 INT8_INPUT_PRODUCTS = False
 
 

@@ -440,10 +440,10 @@ def test_from_torch_refuses_float16_dynamic(torch):
 
 # -- a real model: g2p_en's grapheme-to-phoneme GRU -------------------------------------------
 
-# Decoded alike at least this often (measured with 1000 words: bfloat16 0.992, int8 0.958; the
-# issue asks 0.99 of both, which per-row int8 weights do not reach on this model: its weights
-# alone, with float32 activations, give 0.961, and PyTorch's per-tensor int8 weights do worse,
-# see RESULTS.md).
+# Decoded alike at least this often (measured with these 1000 words: bfloat16 0.994, int8
+# 0.958; the issue asks 0.99 of both, which per-row int8 weights do not reach on this model:
+# its int8 weights alone, with float32 activations, give 0.961, and PyTorch's per-tensor int8
+# weights do worse, see RESULTS.md).
 G2P_AGREEMENT = {"bfloat16": 0.99, "int8": 0.95}
 
 
