@@ -17,8 +17,8 @@ HEADER_KEY = "__cgru__"
 
 
 def save(module, path):
-    """Write `module` (a GRU, GRUCell or their quantized versions) to `path` as .npz (no suffix is added), atomically:
-    the file appears complete or not at all."""
+    """Write `module` (a GRU, GRUCell or their quantized versions) to `path` as .npz (no
+    suffix is added), atomically: the file appears complete or not at all."""
     header = {"format": FORMAT, "version": FORMAT_VERSION, "class": type(module).__name__,
               "config": module._config()}
     arrays = {HEADER_KEY: np.array(json.dumps(header))}

@@ -497,7 +497,8 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
     cdef floating *gh = <floating *> cgru_alloc(shape.n_dirs * shape.batch * g3
                                                 * sizeof(floating))
     shape.acc_rows = max(CGRU_PANEL_ROWS, min(shape.batch, shape.panel_max_rows))
-    shape.acc_stride = 2 * shape.acc_rows * _PANEL + _quant_workspace(shape)
+    # a whole number of cache lines per thread, so each thread's accumulators start on one
+    shape.acc_stride = (2 * shape.acc_rows * _PANEL + _quant_workspace(shape) + 15) // 16 * 16
     cdef floating *acc = <floating *> cgru_alloc(n_threads * shape.acc_stride
                                              * sizeof(floating))
     if gi == NULL or gh == NULL or acc == NULL:
