@@ -39,12 +39,18 @@ QUANT_PANEL_MAX_ROWS = {"bfloat16": PANEL_MAX_ROWS, "int8": 1 << 30}
 INT8_INPUT_PRODUCTS = False
 
 
-def _quantize(weight, precision):
-    """(stored, scale or None) of a float weight (3H, K)."""
-    w = np.asarray(weight, dtype=np.float32)
-    if precision == "bfloat16":
-        return to_bfloat16(w), None
-    return quantize_int8_rows(w)
+def _quantize_state(state, precision):
+    """A float module's state_dict as stored arrays: weights as bfloat16 bits, or int8 with
+    '<name>_scale' per row; biases float32."""
+    stored = {}
+    for name, value in state.items():
+        if not name.startswith("weight"):
+            stored[name] = value.astype(np.float32)
+        elif precision == "bfloat16":
+            stored[name] = to_bfloat16(value)
+        else:
+            stored[name], stored[name + "_scale"] = quantize_int8_rows(value)
+    return stored
 
 
 def _frozen(array):
@@ -191,15 +197,7 @@ class QuantizedGRU(SequenceCall, _Quantized):
         config = gru._config()
         config.pop("dtype")
         module = cls._blank(precision, **config)
-        stored = {}
-        for name, value in gru.state_dict().items():
-            if name.startswith("weight"):
-                stored[name], scale = _quantize(value, precision)
-                if scale is not None:
-                    stored[name + "_scale"] = scale
-            else:
-                stored[name] = value.astype(np.float32)
-        module._store(stored)
+        module._store(_quantize_state(gru.state_dict(), precision))
         return module
 
     input_size = property(lambda self: self._input_size)
@@ -287,15 +285,7 @@ class QuantizedGRUCell(StepCall, _Quantized):
         """The quantized version of a cgru.GRUCell."""
         precision = check_precision(precision)
         module = cls._blank(precision, cell.input_size, cell.hidden_size, cell.bias)
-        stored = {}
-        for name, value in cell.state_dict().items():
-            if name.startswith("weight"):
-                stored[name], scale = _quantize(value, precision)
-                if scale is not None:
-                    stored[name + "_scale"] = scale
-            else:
-                stored[name] = value.astype(np.float32)
-        module._store(stored)
+        module._store(_quantize_state(cell.state_dict(), precision))
         return module
 
     input_size = property(lambda self: self._input_size)
