@@ -381,6 +381,18 @@ def test_load_refuses_inconsistent_quantized_file(tmp_path):
         cgru.load(tmp_path / "bad2.npz")
 
 
+def test_command_line_runs_a_saved_quantized_model(tmp_path):
+    from cgru import cli
+    q = cgru.GRU(6, 10, bidirectional=True, seed=0).quantize("int8")
+    q.save(tmp_path / "model.npz")
+    x = _inputs(9, 4, 6)
+    np.save(tmp_path / "x.npy", x)
+    code = cli.main(["run", str(tmp_path / "model.npz"), str(tmp_path / "x.npy"), "-o",
+                     str(tmp_path / "out.npy"), "--quiet"])
+    assert code in (0, None)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), q(x)[0])
+
+
 # -- PyTorch's dynamic int8 GRU ---------------------------------------------------------------
 
 def _fixture_module(name):
