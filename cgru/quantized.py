@@ -26,11 +26,12 @@ from ._quant_layout import (check_precision, dequantize, pack_quant_layer, quant
 from ._run import PANEL_MAX_ROWS, LayerStack, dense_batch_sizes
 
 # Tiles of at most this many rows multiply by the stored W_hh panels, larger ones by BLAS on
-# W_hh widened to float32 once per call. bfloat16: as float32 (the AVX2 register block is 2
-# rows, and OpenBLAS is faster from 32 rows: cgru/_run.py). int8: the panels always, so that the
-# result never depends on the tile size (the thread count, the batch), measured in
-# benchmarks/bench_quantized.py.
-QUANT_PANEL_MAX_ROWS = {"bfloat16": PANEL_MAX_ROWS, "int8": 1 << 30}
+# W_hh widened to float32 once per call. bfloat16, AVX2 (AMD EPYC Zen 2), 1 thread, panels
+# against BLAS interleaved in one process: S4 (32-row tiles) 13.8 / 14.5 ms, S8 (64) 56.8 /
+# 61.1, S5 (64) 396 / 405, S6 (256) 949 / 873; with AVX-512's 8-row block, float32's limit.
+# int8: the panels always (they beat sgemm on the per-step product), so that the result never
+# depends on the tile size (the thread count, the batch).
+QUANT_PANEL_MAX_ROWS = {"bfloat16": max(PANEL_MAX_ROWS, 64), "int8": 1 << 30}
 # int8 input projections: False runs them as float32 sgemm through the dequantized weights (the
 # inputs not rounded), True as int8 products (pmaddwd panels) on inputs quantized per row like
 # h. On AVX2 (AMD EPYC Zen 2, no VNNI; interleaved in one process, 1 thread) int8 products were
