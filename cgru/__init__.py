@@ -15,10 +15,11 @@ from .cell import GRUCell
 from .clip import clip_grad_norm_, clip_grad_value_
 from .gru import GRU
 from .persist import load
+from .quantized import QuantizedGRU, QuantizedGRUCell
 from .packing import (PackedSequence, pack_padded_sequence, pack_sequence, pad_packed_sequence,
                       pad_sequence, unpack_sequence, unpad_sequence)
 
-__all__ = ["GRU", "GRUCell", "PackedSequence", "pack_padded_sequence", "pad_packed_sequence",
+__all__ = ["GRU", "GRUCell", "QuantizedGRU", "QuantizedGRUCell", "PackedSequence", "pack_padded_sequence", "pad_packed_sequence",
            "pack_sequence", "pad_sequence", "unpack_sequence", "unpad_sequence",
            "get_num_threads", "set_num_threads", "use_threads", "show_config", "load",
            "clip_grad_norm_", "clip_grad_value_", "__version__"]

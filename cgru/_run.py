@@ -52,6 +52,7 @@ BACKWARD_WORKSPACE_BYTES = 8 << 20
 # through its dispatcher costs microseconds per call.
 _LAYER_KERNELS = {np.dtype(np.float32): kernel.gru_layer["float"],
                   np.dtype(np.float64): kernel.gru_layer["double"]}
+_QUANT_KERNEL = kernel.quant_layer
 _BACKWARD_KERNELS = {np.dtype(np.float32): kernel.gru_layer_backward["float"],
                      np.dtype(np.float64): kernel.gru_layer_backward["double"]}
 
@@ -166,6 +167,22 @@ class LayerStack:
                 if layer > 0 and tape[layer - 1].mask is not None:
                     grad_rows *= tape[layer - 1].mask
         return grad_rows, grad_h0, layer_grads
+
+    def run_quantized(self, quant_layers, x, batch_sizes, h_n, panel_max_rows):
+        """Like run (no dropout), for float32 rows and the QuantLayerWeights of each layer
+        (pyx/_quant.pxi); tiles of more than panel_max_rows rows use BLAS on W_hh widened to
+        float32 once per call."""
+        d, h = self.dirs, self.hidden
+        rows = x.shape[0]
+        n_threads, steps_per_block, _, guard = self._policy(rows, batch_sizes)
+        with guard:
+            for layer in range(self.num_layers):
+                out = recycled_empty((rows, d * h), self.dtype)
+                _QUANT_KERNEL(x, quant_layers[layer], batch_sizes,
+                              h_n[layer * d:(layer + 1) * d], out, n_threads, steps_per_block,
+                              panel_max_rows, MIN_ROWS_PER_THREAD)
+                x = out
+        return x
 
     def run(self, packed_layers, x, batch_sizes, h_n, dropout=None):
         """All layers over packed rows x (R, I); returns rows (R, D*H).

@@ -28,6 +28,9 @@ def _state(module):
 
 def gru_from_torch(cls, module):
     torch = _require_torch("GRU.from_torch")
+    dynamic = getattr(getattr(getattr(torch, "ao", None), "nn", None), "quantized", None)
+    if dynamic is not None and isinstance(module, dynamic.dynamic.GRU):
+        return _from_dynamic_quantized(module, torch)
     if not isinstance(module, torch.nn.GRU):
         raise TypeError(f"GRU.from_torch expects a torch.nn.GRU, got {type(module).__name__}")
     gru = cls(module.input_size, module.hidden_size, module.num_layers, bias=module.bias,
@@ -35,6 +38,46 @@ def gru_from_torch(cls, module):
               bidirectional=module.bidirectional, dtype=_numpy_dtype(module))
     gru.load_state_dict(_state(module))
     return gru
+
+
+def _from_dynamic_quantized(module, torch):
+    """A QuantizedGRU (int8) from torch.ao.nn.quantized.dynamic.GRU, its int8 weights and
+    scales as they are: a per-tensor scale becomes the same scale on every row, per-channel
+    scales are per row already. Zero points must be 0 (quantize_dynamic's qint8 weights are
+    symmetric); anything else is a ValueError. The float biases are kept."""
+    from .quantized import QuantizedGRU
+    if module.dtype != torch.qint8:
+        raise ValueError(f"GRU.from_torch supports dynamic quantized GRUs with qint8 weights, "
+                         f"got {module.dtype} (use the float module and GRU.quantize)")
+    parts = module._weight_bias()
+    stored = {}
+    for name, weight in parts["weight"].items():
+        if weight.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            scales = np.full(weight.shape[0], weight.q_scale(), dtype=np.float32)
+            zero_points = np.array([weight.q_zero_point()])
+        elif weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric) \
+                and weight.q_per_channel_axis() == 0:
+            scales = weight.q_per_channel_scales().numpy().astype(np.float32)
+            zero_points = weight.q_per_channel_zero_points().numpy()
+        else:
+            raise ValueError(f"{name}: unsupported quantization scheme {weight.qscheme()}")
+        if np.any(zero_points != 0):
+            raise ValueError(f"{name}: zero points must be 0 (symmetric int8 weights), got "
+                             f"{np.unique(zero_points)[:4].tolist()}")
+        stored[name] = weight.int_repr().numpy().astype(np.int8)
+        stored[name + "_scale"] = scales
+    for name, bias in parts["bias"].items():
+        if bias is not None:
+            stored[name] = bias.detach().float().numpy()
+    config = dict(input_size=module.input_size, hidden_size=module.hidden_size,
+                  num_layers=module.num_layers, bias=module.bias,
+                  batch_first=module.batch_first, dropout=float(module.dropout),
+                  bidirectional=module.bidirectional, precision="int8")
+    try:
+        return QuantizedGRU._from_saved(config, stored)
+    except KeyError as error:
+        raise ValueError(f"GRU.from_torch: unexpected weights in {type(module).__name__}: "
+                         f"{error}") from None
 
 
 def cell_from_torch(cls, module):

@@ -4,13 +4,14 @@ import math
 import numpy as np
 
 from ._backward import Backward, CellLayout
-from ._checks import as_float_array, check_dtype, check_rng, check_size
+from ._checks import check_dtype, check_rng, check_size
 from ._layout import pack_layer
+from ._forward import StepCall
 from ._module import ParameterModule
 from ._run import LayerStack, dense_batch_sizes
 
 
-class GRUCell(ParameterModule):
+class GRUCell(StepCall, ParameterModule):
     """A gated recurrent unit cell with exactly the behaviour of PyTorch's nn.GRUCell::
 
         r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
@@ -58,6 +59,11 @@ class GRUCell(ParameterModule):
         from ._torch_interop import cell_to_torch
         return cell_to_torch(self)
 
+    def quantize(self, precision):
+        """An inference-only copy with "bfloat16" or "int8" weights (cgru.QuantizedGRUCell)."""
+        from .quantized import QuantizedGRUCell
+        return QuantizedGRUCell.from_float(self, precision)
+
     def _config(self):
         return dict(input_size=self._input_size, hidden_size=self._hidden_size, bias=self._bias,
                     dtype=self._dtype.name)
@@ -78,34 +84,6 @@ class GRUCell(ParameterModule):
         p = self._params
         self._packed[0] = pack_layer([(p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
                                        p.get("bias_hh"))], self._hidden_size, self._dtype)
-
-    def __call__(self, input, hx=None):
-        return self.forward(input, hx)
-
-    def forward(self, input, hx=None):
-        """One step for a batch.
-
-        input : array-like (N, H_in), or (H_in,) unbatched
-        hx : array-like (N, H), or (H,) unbatched; zeros if None
-        Returns h' : ndarray (N, H), or (H,) unbatched, a new array of the cell's dtype.
-        """
-        x = input if (type(input) is np.ndarray and input.dtype == self._dtype) \
-            else as_float_array(input, "input", self._dtype)
-        if x.ndim not in (1, 2):
-            raise ValueError(f"GRUCell: Expected input to be 1D or 2D, got {x.ndim}D instead")
-        batched = x.ndim == 2
-        if not batched:
-            x = x[None, :]
-        batch, features = x.shape
-        if features != self._input_size:
-            raise ValueError(f"input has inconsistent input_size: got {features} "
-                             f"expected {self._input_size}")
-        if batch == 0:
-            raise ValueError("GRUCell: Expected a non-empty batch, got batch size 0")
-        h = self._initial_state(hx, batch, batched)
-        rows = self._stack.run(self._packed, np.ascontiguousarray(x),
-                               dense_batch_sizes(1, batch), h)
-        return rows if batched else rows[0]
 
     def vjp(self, input, hx=None):
         """The step, exactly as ``self(input, hx)``, and its vector-Jacobian product.
@@ -134,35 +112,6 @@ class GRUCell(ParameterModule):
                                  "weight_ih, weight_hh (and bias_ih, bias_hh).")
         return layout.from_rows(rows.copy()), cell_backward
 
-    def _check_step_input(self, input):
-        """(input as new (N, H_in) rows, batched) after the checks forward makes."""
-        x = as_float_array(input, "input", self._dtype)
-        if x.ndim not in (1, 2):
-            raise ValueError(f"GRUCell: Expected input to be 1D or 2D, got {x.ndim}D instead")
-        batched = x.ndim == 2
-        if not batched:
-            x = x[None, :]
-        if x.shape[1] != self._input_size:
-            raise ValueError(f"input has inconsistent input_size: got {x.shape[1]} "
-                             f"expected {self._input_size}")
-        if x.shape[0] == 0:
-            raise ValueError("GRUCell: Expected a non-empty batch, got batch size 0")
-        return np.ascontiguousarray(x), batched
-
-    def _initial_state(self, hx, batch, batched):
-        """h as a new (1, N, H) array (the kernel's layer-state layout)."""
-        if hx is None:
-            return np.zeros((1, batch, self._hidden_size), dtype=self._dtype)
-        h = as_float_array(hx, "hx", self._dtype)
-        want = (batch, self._hidden_size) if batched else (self._hidden_size,)
-        if h.ndim != len(want):
-            raise ValueError(f"GRUCell: Expected hx to be {len(want)}D {want} for "
-                             f"{'batched' if batched else 'unbatched'} input, got {h.ndim}D "
-                             f"{h.shape} instead")
-        if batched and h.shape[0] != batch:
-            raise ValueError(f"Input batch size {batch} doesn't match hidden0 batch size "
-                             f"{h.shape[0]}")
-        if h.shape[-1] != self._hidden_size:
-            raise ValueError(f"hidden0 has inconsistent hidden_size: got {h.shape[-1]}, "
-                             f"expected {self._hidden_size}")
-        return h.reshape(1, batch, self._hidden_size)
+    def _run_step(self, x, h):
+        """One step of rows x (N, I) from h (1, N, H); returns h' (N, H)."""
+        return self._stack.run(self._packed, x, dense_batch_sizes(1, x.shape[0]), h)

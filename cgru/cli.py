@@ -171,6 +171,7 @@ def run_model(args):
     from . import load
     from ._threads import use_threads
     from .gru import GRU
+    from .quantized import QuantizedGRU
 
     try:
         model = load(args.model)
@@ -178,9 +179,9 @@ def run_model(args):
         raise CommandError(f"model {args.model}: no such file") from None
     except ValueError as error:
         raise CommandError(str(error)) from None
-    if not isinstance(model, GRU):
+    if not isinstance(model, (GRU, QuantizedGRU)):
         raise CommandError(f"model {args.model} is a {type(model).__name__}; `cgru run` runs GRU "
-                           "models over sequences")
+                           "and QuantizedGRU models over sequences")
     x, lengths, seq_len, batch = _checked_inputs(args, model)
     model.eval()
     model.batch_first = args.batch_first

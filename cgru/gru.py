@@ -6,12 +6,13 @@ import numpy as np
 
 from ._checks import as_float_array, check_dropout, check_dtype, check_rng, check_size
 from ._layout import pack_layer
+from ._forward import SequenceCall
 from ._module import ParameterModule
 from ._backward import Backward, DenseLayout, PackedLayout
 from ._run import LayerStack, dense_batch_sizes
 from .packing import PackedSequence, check_packed
 
-class GRU(ParameterModule):
+class GRU(SequenceCall, ParameterModule):
     """A multi-layer gated recurrent unit with exactly the behaviour of PyTorch's nn.GRU.
 
     For each element of the input sequence, each layer computes::
@@ -123,7 +124,9 @@ class GRU(ParameterModule):
     @classmethod
     def from_torch(cls, module):
         """A GRU with the configuration and weights of a torch.nn.GRU (any float dtype, any
-        device; float64 stays float64, other dtypes become float32). Starts in eval mode."""
+        device; float64 stays float64, other dtypes become float32). Starts in eval mode.
+        A torch.ao.nn.quantized.dynamic.GRU (quantize_dynamic with qint8) gives a
+        cgru.QuantizedGRU with its int8 weights and scales as they are."""
         from ._torch_interop import gru_from_torch
         return gru_from_torch(cls, module)
 
@@ -163,6 +166,13 @@ class GRU(ParameterModule):
         from ._onnx_interop import to_onnx
         to_onnx(self, path, initial_state=initial_state, opset=opset)
 
+    def quantize(self, precision):
+        """An inference-only copy with reduced-precision weights: precision "bfloat16" or
+        "int8" (see cgru.QuantizedGRU). Later changes to this module's weights are not seen:
+        quantize again."""
+        from .quantized import QuantizedGRU
+        return QuantizedGRU.from_float(self, precision)
+
     # -- parameters -----------------------------------------------------------------------------
 
     def _parameter_names(self, layer, direction):
@@ -199,69 +209,6 @@ class GRU(ParameterModule):
             self._packed[layer] = pack_layer(directions, self._hidden_size, self._dtype)
 
     # -- forward --------------------------------------------------------------------------------
-
-    def __call__(self, input, hx=None):
-        return self.forward(input, hx)
-
-    def forward(self, input, hx=None):
-        """Run the layer over a batch of sequences.
-
-        Parameters
-        ----------
-        input : array-like (L, N, H_in), (N, L, H_in) if batch_first, or (L, H_in) unbatched;
-            or a PackedSequence.
-        hx : array-like (D * num_layers, N, H), or (D * num_layers, H) for unbatched input;
-            zeros if None. Never batch-first; for packed input, in the caller's batch order.
-
-        Returns
-        -------
-        output : ndarray (L, N, D * H), (N, L, D * H) if batch_first, (L, D * H) unbatched;
-            a PackedSequence for packed input.
-        h_n : ndarray (D * num_layers, N, H), (D * num_layers, H) unbatched: the state after
-            each sequence's last element.
-
-        where L is the sequence length, N the batch size, H_in = input_size,
-        H = hidden_size and D = 2 if bidirectional else 1.
-        """
-        if isinstance(input, PackedSequence):
-            return self._forward_packed(input, hx)
-        x = as_float_array(input, "input", self._dtype) if not _is_ready(input, self._dtype) \
-            else input
-        if x.ndim not in (2, 3):
-            raise ValueError(f"GRU: Expected input to be 2D or 3D, got {x.ndim}D instead")
-        batched = x.ndim == 3
-        if not batched:
-            x = x[:, None, :]
-        elif self.batch_first:
-            x = x.transpose(1, 0, 2)
-        seq_len, batch, features = x.shape
-        self._check_input(seq_len, batch, features)
-        h0 = self._initial_state(hx, batch, batched)
-        x = np.ascontiguousarray(x).reshape(seq_len * batch, features)
-        batch_sizes = dense_batch_sizes(seq_len, batch)
-
-        rows, h_n = self._run(x, batch_sizes, h0)
-
-        output = rows.reshape(seq_len, batch, -1)
-        if not batched:
-            return output[:, 0, :], h_n[:, 0, :]
-        if self.batch_first:
-            output = np.ascontiguousarray(output.transpose(1, 0, 2))
-        return output, h_n
-
-    def _forward_packed(self, sequence, hx):
-        data, batch_sizes, sorted_indices, unsorted_indices = check_packed(sequence, self._dtype)
-        if data.ndim != 2:
-            raise ValueError(f"GRU: Expected packed data to be 2D (sum(lengths), input_size), "
-                             f"got {data.ndim}D instead")
-        self._check_input(len(batch_sizes), int(batch_sizes[0]), data.shape[1])
-        h0 = self._initial_state(hx, int(batch_sizes[0]), batched=True)
-        if sorted_indices is not None:
-            h0 = np.ascontiguousarray(h0[:, sorted_indices])  # the kernel's (sorted) order
-        rows, h_n = self._run(data, batch_sizes, h0)
-        if unsorted_indices is not None:
-            h_n = np.ascontiguousarray(h_n[:, unsorted_indices])
-        return PackedSequence(rows, batch_sizes, sorted_indices, unsorted_indices), h_n
 
     # -- training ------------------------------------------------------------------------------
 
@@ -328,35 +275,6 @@ class GRU(ParameterModule):
         keep = self._rng.random(shape, dtype=self._dtype) >= p
         return keep * self._dtype.type(1.0 / (1.0 - p))
 
-    def _check_input(self, seq_len, batch, features):
-        if features != self._input_size:
-            raise ValueError(f"input.size(-1) must be equal to input_size. "
-                             f"Expected {self._input_size}, got {features}")
-        if seq_len == 0:
-            raise ValueError("Expected sequence length to be larger than 0 in RNN")
-        if batch == 0:
-            raise ValueError("GRU: Expected a non-empty batch, got batch size 0")
-
-    def _initial_state(self, hx, batch, batched):
-        """h_0 as a new (D * num_layers, N, H) array of the module's dtype."""
-        shape = (self.num_directions * self._num_layers, batch, self._hidden_size)
-        if hx is None:
-            return np.zeros(shape, dtype=self._dtype)
-        h0 = as_float_array(hx, "hx", self._dtype)
-        if batched and h0.ndim != 3:
-            raise ValueError(f"For batched 3-D input, hx should also be 3-D but got "
-                             f"{h0.ndim}-D tensor")
-        if not batched:
-            if h0.ndim != 2:
-                raise ValueError(f"For unbatched 2-D input, hx should also be 2-D but got "
-                                 f"{h0.ndim}-D tensor")
-            h0 = h0[:, None, :]
-        if h0.shape != shape:
-            got = list(h0.shape) if batched else [h0.shape[0], h0.shape[2]]
-            want = shape if batched else (shape[0], shape[2])
-            raise ValueError(f"Expected hidden size {want}, got {got}")
-        return np.ascontiguousarray(h0)
-
     def _run(self, x, batch_sizes, h0):
         """All layers over packed rows x (R, I); returns (rows (R, D*H), h_n (D*layers, N, H))."""
         dropout = self._dropout_rows if self.training and self._dropout > 0 else None
@@ -372,8 +290,3 @@ class GRU(ParameterModule):
         rows *= keep
         rows *= self._dtype.type(1.0 / (1.0 - p))
         return rows
-
-
-def _is_ready(value, dtype):
-    """Fast path: already an ndarray of our dtype (it is only read, never written)."""
-    return isinstance(value, np.ndarray) and value.dtype == dtype

@@ -20,8 +20,8 @@ HEADER_KEY = "__cgru__"
 
 
 def save(module, path):
-    """Write `module` (a GRU or GRUCell) to `path` as .npz (no suffix is added), atomically:
-    the file appears complete or not at all."""
+    """Write `module` (a GRU, GRUCell or their quantized versions) to `path` as .npz (no
+    suffix is added), atomically: the file appears complete or not at all."""
     header = {"format": FORMAT, "version": FORMAT_VERSION, "class": type(module).__name__,
               "config": module._config()}
     arrays = {HEADER_KEY: np.array(json.dumps(header))}
@@ -39,11 +39,14 @@ def save(module, path):
 
 
 def load(path):
-    """Read a model written by `save` (or `module.save`); returns a GRU or GRUCell."""
+    """Read a model written by `save` (or `module.save`); returns a GRU, GRUCell,
+    QuantizedGRU or QuantizedGRUCell."""
     from .cell import GRUCell
     from .gru import GRU
+    from .quantized import QuantizedGRU, QuantizedGRUCell
 
-    classes = {"GRU": GRU, "GRUCell": GRUCell}
+    classes = {"GRU": GRU, "GRUCell": GRUCell, "QuantizedGRU": QuantizedGRU,
+               "QuantizedGRUCell": QuantizedGRUCell}
     path = os.fspath(path)
     try:
         data = np.load(path, allow_pickle=False)
@@ -74,8 +77,11 @@ def load(path):
                          "config")
     _check_config_sizes(path, cls is GRUCell, header["config"], weights)
     try:
-        module = cls(**header["config"])
-        module.load_state_dict(weights, strict=True)
+        if hasattr(cls, "_from_saved"):     # quantized: stored arrays, no load_state_dict
+            module = cls._from_saved(header["config"], weights)
+        else:
+            module = cls(**header["config"])
+            module.load_state_dict(weights, strict=True)
     except (TypeError, ValueError, KeyError) as error:
         raise ValueError(f"{path} is inconsistent: {error}") from None
     return module

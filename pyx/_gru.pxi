@@ -59,6 +59,11 @@ cdef enum:
     _K_CHUNK = 128      # float rows of a panel chunk kept in L1: 128 x 48 x 4 B = 24 KB
 
 
+cdef enum:
+    QUANT_BF16 = 1      # Shape.quant: W_hh panels in bfloat16 (pyx/_quant.pxi)
+    QUANT_INT8 = 2      # int8 weights, h quantized per step and row
+
+
 cdef struct Shape:
     int n_dirs, n_steps, steps_per_block, input_size, hidden, batch, n_blocks
     int64_t gi_rows          # rows of the input-projection workspace per direction
@@ -66,6 +71,15 @@ cdef struct Shape:
     int min_rows_per_thread  # a team splits the rows when each thread gets this many, else units
     bint fused               # input projection computed per step from the W_ih panels
     int acc_rows             # rows of a thread's panel accumulators: the largest panel tile
+    int64_t acc_stride       # floats of a thread's workspace: accumulators (+ quantized rows)
+    # Reduced precision (pyx/_quant.pxi; float only): 0 float weights, else QUANT_BF16 or
+    # QUANT_INT8, the W_hh panels then in q_hh_panels (k-paired) and the products on them.
+    int quant
+    const void *q_hh_panels  # (D, K, ceil(H/2), 48) words: bf16 pairs, or int8 pairs
+    const float *q_hh_scales # int8: (D, K, 48) the weight scale of each panel column
+    const void *q_ih_panels  # int8: (D, K, ceil(I/2), 48, 2) W_ih's panels, k-paired; NULL:
+                             # the input projection runs in float32 (sgemm), as for bfloat16
+    const float *q_ih_scales # int8: (D, K, 48)
 
 
 cdef inline void _split(int n, int parts, int part, int *start, int *stop) noexcept nogil:
@@ -138,7 +152,7 @@ cdef inline floating *_saved_at(floating *save__n4h, int b, int hidden, int u0) 
     return save__n4h + <int64_t> b * 4 * hidden + 4 * u0
 
 
-cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1, bint backwards,
+cdef void _tile_step(const Shape *shape, int d, int b0, int b1, int k0, int k1, bint backwards,
                      const floating *gi__n3h, const floating *x__ni,
                      const floating *ih_panels__ki48, const floating *w_hh__h3h,
                      const floating *panels__kh48, const floating *bias_gi__3h,
@@ -155,6 +169,7 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1, bint ba
     h_prev:   h(t-1), row b at h_prev + b * ld_prev (the previous step's output rows, or h_0).
     h_next:   this step's output rows, row b at h_next + b * ld_next: the state lives there.
     backwards: visit the unit blocks from k1 - 1 down to k0 (panel path).
+    d:        the direction, for the reduced-precision panels (shape.quant).
     save__n4h: NULL, or this step's saved gates for the backward pass: row b at
               save__n4h + b * 4H, unit block k's r | z | n | W_hn h + b_hn at 4 * 16k.
     """
@@ -168,12 +183,22 @@ cdef void _tile_step(const Shape *shape, int b0, int b1, int k0, int k1, bint ba
     if b1 - b0 <= shape.panel_max_rows:
         # Register-blocked products against each unit block's panels, the gates straight
         # after, while the products are still in cache.
+        if floating is float:
+            if shape.quant == QUANT_INT8:   # h(t-1) quantized once per step, not per block
+                _quantize_tile_rows(shape, b0, b1, h_prev, ld_prev, acc__r48)
         for kq in range(k0, k1):
             k = k0 + k1 - 1 - kq if backwards else kq
             u0 = k * _UB
             u = min(_UB, hidden - u0)
-            _tile_product(b0, b1, hidden, h_prev, ld_prev,
-                          panels__kh48 + <int64_t> k * hidden * _PANEL, acc__r48)
+            if floating is float:
+                if shape.quant:
+                    _quant_tile_product(shape, d, k, b0, b1, h_prev, ld_prev, acc__r48)
+                else:
+                    _tile_product(b0, b1, hidden, h_prev, ld_prev,
+                                  panels__kh48 + <int64_t> k * hidden * _PANEL, acc__r48)
+            else:
+                _tile_product(b0, b1, hidden, h_prev, ld_prev,
+                              panels__kh48 + <int64_t> k * hidden * _PANEL, acc__r48)
             if shape.fused:
                 _tile_product(b0, b1, shape.input_size, x__ni, shape.input_size,
                               ih_panels__ki48 + <int64_t> k * shape.input_size * _PANEL, acc_x)
@@ -269,7 +294,7 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
         _direction(shape, d, team, team_size, split_rows, batch_sizes, offsets, lengths, x__ri,
                    out__r2h, w_ih__di3h, ih_panels__dki48, w_hh__dh3h, panels__dkh48,
                    bias_gi__d3h, bias_hn__dh, gi__dr3h, gh__dn3h, h0__dnh,
-                   acc__tr48 + 2 * tid * <int64_t> shape.acc_rows * _PANEL, save__dr4h)
+                   acc__tr48 + tid * shape.acc_stride, save__dr4h)
         return
     # One thread, two directions: all of one direction's steps, then all of the other's, so
     # that a direction's weights stay in L2 for all its steps. S5's first layer (1.5 MB of
@@ -338,6 +363,12 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
                team_size, team, &r0, &r1)
         if shape.fused:
             pass            # projected step by step, inside _tile_step
+        elif shape.quant == QUANT_INT8 and shape.q_ih_panels != NULL:
+            if floating is float:   # int8 products on rows of x quantized (pyx/_quant.pxi)
+                if r1 > r0:
+                    _quant_projection(shape, d, r1 - r0,
+                                      x__ri + (block_start + r0) * shape.input_size,
+                                      gi__r3h + r0 * g3, acc__r48)
         elif r1 - r0 > CGRU_PANEL_ROWS:
             gemm_nn(r1 - r0, g3, shape.input_size,
                     x__ri + (block_start + r0) * shape.input_size, shape.input_size,
@@ -390,7 +421,7 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
                     # the previous one used last, still in L2 when the panels of a direction
                     # outgrow it (S5's second layer: 2.4 MB against 2 MB; visited in a
                     # cycle, every panel missed L2; products 3.5% faster).
-                    _tile_step(shape, lo, hi, k0, k1, s % 2 == 1,
+                    _tile_step(shape, d, lo, hi, k0, k1, s % 2 == 1,
                                NULL if shape.fused else
                                gi__r3h + (offsets[t] - block_start) * g3,
                                x__ri + offsets[t] * shape.input_size, ih_panels__ki48,
@@ -467,7 +498,9 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
     cdef floating *gh = <floating *> cgru_alloc(shape.n_dirs * shape.batch * g3
                                                 * sizeof(floating))
     shape.acc_rows = max(CGRU_PANEL_ROWS, min(shape.batch, shape.panel_max_rows))
-    cdef floating *acc = <floating *> cgru_alloc(2 * n_threads * shape.acc_rows * _PANEL
+    # a whole number of cache lines per thread, so each thread's accumulators start on one
+    shape.acc_stride = (2 * shape.acc_rows * _PANEL + _quant_workspace(shape) + 15) // 16 * 16
+    cdef floating *acc = <floating *> cgru_alloc(n_threads * shape.acc_stride
                                              * sizeof(floating))
     if gi == NULL or gh == NULL or acc == NULL:
         cgru_free(offsets); cgru_free(lengths); cgru_free(gi); cgru_free(gh); cgru_free(acc)
@@ -594,6 +627,7 @@ def gru_layer(const floating[:, ::1] x,
     # the fused projection needs every tile on the panel path
     shape.fused = shape.batch <= min(fuse_max_rows, panel_max_rows)
     shape.steps_per_block = max(1, min(steps_per_block, shape.n_steps))
+    shape.quant = 0
     n_threads = max(1, min(n_threads, shape.n_dirs * max(shape.batch, shape.n_blocks)))
     cdef floating *save_rows = NULL
     if save is not None:
