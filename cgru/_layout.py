@@ -118,6 +118,14 @@ def pack_layer(directions, hidden_size, dtype):
     return kernel.LayerWeights(w_ih, ih_panels, w_hh, hh_panels, bias_gi, bias_hn, back)
 
 
+def _aligned_stack(parts, dtype):
+    """np.stack(parts) as one aligned C-contiguous array, written once."""
+    out = aligned_empty((len(parts),) + parts[0].shape, dtype)
+    for d, part in enumerate(parts):
+        out[d] = part
+    return out
+
+
 def _aligned_arrays(shapes, dtype):
     """Uninitialised C-contiguous arrays of these shapes, carved from one allocation, each
     starting on a 64-byte boundary (when the allocation is large enough to be aligned)."""

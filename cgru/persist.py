@@ -75,7 +75,7 @@ def load(path):
     if cls is None or not isinstance(header.get("config"), dict):
         raise ValueError(f"{path}: unknown model class {_short(header.get('class'))} or no "
                          "config")
-    _check_config_sizes(path, cls is GRUCell, header["config"], weights)
+    _check_config_sizes(path, cls in (GRUCell, QuantizedGRUCell), header["config"], weights)
     try:
         if hasattr(cls, "_from_saved"):     # quantized: stored arrays, no load_state_dict
             module = cls._from_saved(header["config"], weights)
