@@ -68,6 +68,12 @@ class LayerTape(NamedTuple):
 _NO_GUARD = contextlib.nullcontext()
 
 
+def _aligned_rows(rows):
+    """rows, or an aligned copy: the kernel reads each value as its C type, which must be
+    aligned (NumPy's views into bytes, e.g. dask's deserialised chunks, need not be)."""
+    return rows if rows.flags.aligned else rows.copy()
+
+
 @functools.lru_cache(maxsize=64)
 def dense_batch_sizes(seq_len, batch):
     """[batch] * seq_len as the kernel's int64 array (read-only: it is shared between calls)."""
@@ -110,6 +116,7 @@ class LayerStack:
         layer's output rows on their way to the next layer.
         """
         d, h = self.dirs, self.hidden
+        x = _aligned_rows(x)
         rows = x.shape[0]
         h0 = h_n.copy()
         n_threads, steps_per_block, fuse_max_rows, guard = self._policy(rows, batch_sizes)
@@ -139,6 +146,7 @@ class LayerStack:
         layout), all new arrays.
         """
         d, h = self.dirs, self.hidden
+        grad_rows = _aligned_rows(grad_rows)
         rows, batch = grad_rows.shape[0], int(batch_sizes[0])
         n_threads = get_num_threads() if rows * self.flops_per_row >= MIN_FLOPS_FOR_THREADS else 1
         steps_per_block = max(1, BACKWARD_WORKSPACE_BYTES
@@ -173,6 +181,7 @@ class LayerStack:
         (pyx/_quant.pxi); tiles of more than panel_max_rows rows use BLAS on W_hh widened to
         float32 once per call."""
         d, h = self.dirs, self.hidden
+        x = _aligned_rows(x)
         rows = x.shape[0]
         n_threads, steps_per_block, _, guard = self._policy(rows, batch_sizes)
         with guard:
@@ -192,6 +201,7 @@ class LayerStack:
         layer's output rows to their dropped-out version between layers.
         """
         d, h = self.dirs, self.hidden
+        x = _aligned_rows(x)
         rows = x.shape[0]
         n_threads, steps_per_block, fuse_max_rows, guard = self._policy(rows, batch_sizes)
         with guard:
