@@ -623,7 +623,11 @@ def _split(param, state, bounds):
 def _real(name, value):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:          # a Python int beyond the float range (10**400)
+        raise ValueError(f"{name} must be a real number a float can hold, got an integer of "
+                         f"{len(str(abs(int(value))))} digits") from None
 
 
 def _nonnegative(name, value, message):

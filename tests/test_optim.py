@@ -869,3 +869,23 @@ def test_parameters_at_different_steps_are_updated_each_with_its_own(rng):
         single.step({key: grads[key]})
         np.testing.assert_array_equal(together[key], alone[key])
         assert opt.state_dict()["state"][position]["step"] == steps[key] + 1
+
+
+@pytest.mark.parametrize("where", ["constructor", "setter", "step"])
+def test_integer_beyond_the_float_range_is_a_value_error(where):
+    """lr=10**400 is a real number but no float: a ValueError (it was an OverflowError),
+    and the optimizer keeps working."""
+    params = {"w": np.zeros(3)}
+    opt = cgru.optim.Adam(params)
+    with pytest.raises(ValueError, match="a float can hold"):
+        if where == "constructor":
+            cgru.optim.SGD(params, lr=10 ** 400)
+        elif where == "setter":
+            opt.lr = 10 ** 400
+        else:
+            opt.param_groups[0]["eps"] = 10 ** 400
+            opt.step({"w": np.ones(3)})
+    np.testing.assert_array_equal(params["w"], np.zeros(3))
+    opt.param_groups[0]["eps"] = 1e-8
+    opt.step({"w": np.ones(3)})
+    assert params["w"][0] < 0
