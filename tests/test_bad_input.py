@@ -297,3 +297,22 @@ def test_cli_errors_stay_on_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("cgru run: error: input ")
     assert "max_header_size" in err and len(err.strip().splitlines()) == 1
+
+
+def _npy_with_header(header_text, data=bytes(24)):
+    header = header_text + " " * ((-(10 + len(header_text) + 1)) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + data
+
+
+def test_cli_input_with_an_unclosed_bracket_in_its_header(tmp_path, capsys):
+    """NumPy raises tokenize.TokenError (not a ValueError) for a .npy header with an unclosed
+    bracket: `cgru run` printed a traceback."""
+    from cgru import cli
+    cgru.GRU(3, 2, seed=0).save(tmp_path / "model.npz")
+    (tmp_path / "x.npy").write_bytes(_npy_with_header(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1, 3, }"))
+    code = cli.main(["run", str(tmp_path / "model.npz"), str(tmp_path / "x.npy"), "-o",
+                     str(tmp_path / "out.npy")])
+    err = capsys.readouterr().err
+    assert code == 1 and "is not a readable .npy array" in err
+    assert len(err.strip().splitlines()) == 1
