@@ -9,6 +9,7 @@ import json
 import math
 import os
 import tempfile
+import tokenize
 import zipfile
 import zlib
 
@@ -61,9 +62,11 @@ def load(path):
     except FileNotFoundError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError,
-            zlib.error, NotImplementedError, RuntimeError, RecursionError) as error:
+            zlib.error, NotImplementedError, RuntimeError, RecursionError,
+            tokenize.TokenError) as error:
         # (zlib.error: a damaged compressed member; NotImplementedError: an unknown compression
-        # method; RuntimeError: an encrypted member; RecursionError: JSON nested too deeply)
+        # method; RuntimeError: an encrypted member; RecursionError: JSON nested too deeply;
+        # TokenError: a member's .npy header with an unclosed bracket)
         raise ValueError(f"{path} is not a readable cgru model file: "
                          f"{type(error).__name__}: {error}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:

@@ -316,3 +316,12 @@ def test_cli_input_with_an_unclosed_bracket_in_its_header(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "is not a readable .npy array" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_load_a_member_with_an_unclosed_bracket_in_its_header(tmp_path):
+    """The same tokenize.TokenError from a zip member's .npy header escaped cgru.load."""
+    path = _rewritten(tmp_path, lambda name, content: _npy_with_header(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (6, 3, }", content[-72:])
+        if name == "weight_hh_l0.npy" else content)
+    with pytest.raises(ValueError, match="not a readable cgru model file: TokenError"):
+        cgru.load(path)
