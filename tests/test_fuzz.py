@@ -715,10 +715,10 @@ def hyperparameters(draw, name):
 
 
 @st.composite
-def gradient_dicts(draw, shapes, module):
+def gradient_dicts(draw, shapes, module, clean=False):
     grads = {}
     for key, shape in shapes.items():
-        choice = draw(st.integers(0, 15))
+        choice = draw(st.integers(1, 11)) if clean else draw(st.integers(0, 15))
         if choice == 0:
             continue
         if choice <= 11:
@@ -730,7 +730,7 @@ def gradient_dicts(draw, shapes, module):
                                                   GOOD_DTYPES * 4 + NUMERIC_DTYPES))))
         else:
             grads[key] = draw(hostile(shape))
-    if draw(st.integers(0, 5)) == 0:
+    if not clean and draw(st.integers(0, 5)) == 0:
         grads[draw(st.sampled_from(["bogus", "input", "hx", 7]))] = draw(hostile((2,)))
     return grads
 
@@ -755,7 +755,8 @@ def optim_cases(draw):
     name = draw(st.sampled_from(["SGD", "Adam", "AdamW"]))
     hyper = draw(hyperparameters(name))
     edits = {}
-    if draw(st.integers(0, 3)) == 0:
+    clean = draw(st.booleans())         # every gradient and hyperparameter valid
+    if not clean and draw(st.integers(0, 2)) == 0:
         key = draw(st.sampled_from(HYPER_NAMES["SGD" if name == "SGD" else "Adam"]
                                    + ["unknown"]))
         value = draw(st.sampled_from(HOSTILE_HYPER))
@@ -766,8 +767,8 @@ def optim_cases(draw):
     single = len(entries) == 1 and draw(st.booleans())
     steps = []
     for _ in range(draw(st.integers(1, 2))):
-        grads = [draw(gradient_dicts(s, module)) for s, module in shapes]
-        form = draw(st.integers(0, 12))
+        grads = [draw(gradient_dicts(s, module, clean)) for s, module in shapes]
+        form = draw(st.integers(4, 12)) if clean else draw(st.integers(0, 12))
         if form == 0:
             grads = grads[:-1]
         elif form == 1:
@@ -829,6 +830,23 @@ def cli_cases(draw, kind="cli"):
     batch_first = draw(st.booleans())
     i = config["input_size"]
     shape = (batch, seq_len, i) if batch_first else (seq_len, batch, i)
+    if draw(st.booleans()):              # a clean run: its output is checked
+        config.pop("cell", None)
+        case = {"kind": kind, "module": dict(draw(gru_configs(small=True)), input_size=i),
+                "input": {"kind": "array", "shape": list(shape),
+                          "dtype": draw(st.sampled_from(["float32", "float64", "float16",
+                                                         ">f4", "int8"])),
+                          "fortran": draw(st.booleans())},
+                "batch_first": batch_first, "hidden_out": draw(st.booleans()),
+                "batch_size": draw(st.sampled_from([None, 1, 2, 3, 10 ** 12])),
+                "threads": draw(st.sampled_from([None, 1, 2, -1, 10 ** 6])),
+                "quiet": draw(st.booleans()), "seed": draw(st.integers(0, 1000))}
+        case["module"].pop("batch_first")
+        if draw(st.booleans()):
+            case["lengths"] = {"kind": "array", "shape": [batch], "dtype": draw(
+                st.sampled_from(["int64", "int32", "uint8"])), "values": draw(
+                st.lists(st.integers(1, seq_len), min_size=batch, max_size=batch))}
+        return case
     case = {"kind": kind, "module": config, "input": draw(npy_specs(shape)),
             "batch_first": batch_first, "hidden_out": draw(st.booleans()),
             "model_damage": draw(st.integers(0, 9)) == 0,
