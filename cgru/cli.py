@@ -88,9 +88,10 @@ def _load_array(path, what):
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
         raise CommandError(f"{what} {path}: no such file") from None
-    except (ValueError, OSError, EOFError, tokenize.TokenError) as error:
+    except (ValueError, OSError, EOFError, OverflowError, tokenize.TokenError) as error:
         # (TokenError: NumPy tokenizes the header of a version 1 or 2 file, and an unclosed
-        # bracket in it is not a ValueError)
+        # bracket in it is not a ValueError; OverflowError: a header shape of more bytes than
+        # an int64 counts, which mmap is then asked to map)
         raise CommandError(f"{what} {path} is not a readable .npy array ({error})") from None
     if not isinstance(array, np.ndarray):
         raise CommandError(f"{what} {path} is an .npz archive; expected a single .npy array")

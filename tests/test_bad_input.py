@@ -325,3 +325,17 @@ def test_load_a_member_with_an_unclosed_bracket_in_its_header(tmp_path):
         if name == "weight_hh_l0.npy" else content)
     with pytest.raises(ValueError, match="not a readable cgru model file: TokenError"):
         cgru.load(path)
+
+
+def test_cli_input_whose_header_shape_overflows(tmp_path, capsys):
+    """A header shape of (10**12, 10**12) float64 is more bytes than an int64 counts: NumPy's
+    memory map raised OverflowError through `cgru run` (a traceback)."""
+    from cgru import cli
+    cgru.GRU(3, 2, seed=0).save(tmp_path / "model.npz")
+    (tmp_path / "x.npy").write_bytes(_npy_with_header(
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000, 1000000000000), }"))
+    code = cli.main(["run", str(tmp_path / "model.npz"), str(tmp_path / "x.npy"), "-o",
+                     str(tmp_path / "out.npy")])
+    err = capsys.readouterr().err
+    assert code == 1 and "is not a readable .npy array" in err
+    assert len(err.strip().splitlines()) == 1
