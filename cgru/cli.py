@@ -85,7 +85,8 @@ def _one_line(error):
 
 def _load_array(path, what):
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        with np.errstate(over="ignore"):   # (a header's byte count overflowing: refused below)
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
         raise CommandError(f"{what} {path}: no such file") from None
     except (ValueError, OSError, EOFError, OverflowError, tokenize.TokenError) as error:

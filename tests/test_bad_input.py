@@ -334,8 +334,10 @@ def test_cli_input_whose_header_shape_overflows(tmp_path, capsys):
     cgru.GRU(3, 2, seed=0).save(tmp_path / "model.npz")
     (tmp_path / "x.npy").write_bytes(_npy_with_header(
         "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000, 1000000000000), }"))
-    code = cli.main(["run", str(tmp_path / "model.npz"), str(tmp_path / "x.npy"), "-o",
-                     str(tmp_path / "out.npy")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # NumPy's overflow warning would be a stderr line
+        code = cli.main(["run", str(tmp_path / "model.npz"), str(tmp_path / "x.npy"), "-o",
+                         str(tmp_path / "out.npy")])
     err = capsys.readouterr().err
     assert code == 1 and "is not a readable .npy array" in err
     assert len(err.strip().splitlines()) == 1
