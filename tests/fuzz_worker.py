@@ -1637,6 +1637,12 @@ def run_cli(case, scratch, subprocess_mode=False):
         finally:
             sys.stderr = real
         err = stderr.getvalue()
+        # a warning would be printed on stderr too, around the one-line error (those that
+        # Python's default filters show)
+        hidden = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+        err += "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+                       for w in getattr(outcome, "warnings", ())
+                       if not issubclass(w.category, hidden))
         if outcome.kind in ("ok", "exit"):
             rc = outcome.value
         else:
