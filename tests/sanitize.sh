@@ -301,6 +301,19 @@ if _disable is not None:
             return spec
 
     sys.meta_path.insert(0, _Finder())
+
+    # distributed's event-loop thread (an in-process LocalCluster's): the interpreter leaves
+    # a frame object and sys.get_asyncgen_hooks()'s result of it unfreed at exit (LSan, with
+    # the slow unwinder: _PyFrame_Clear's take_ownership, sys_get_asyncgen_hooks_impl). Tasks
+    # run in executor threads, not there.
+    _thread_run = threading.Thread.run
+
+    def _run(self):
+        if self.name == "IO loop":
+            _off()
+        return _thread_run(self)
+
+    threading.Thread.run = _run
 EOF
 # allocator_may_return_null: a huge request fails as under glibc (MemoryError), not as an ASan
 # crash, and max_allocation_size_mb makes one over 3 GB such a request (a test's memory cap by
@@ -345,7 +358,7 @@ reports=()
 for f in "$logs"/asan* "$logs"/ubsan* "$logs/pytest.log"; do
     [ -e "$f" ] || continue
     if [ "$f" != "$logs/pytest.log" ] && ! grep -q -v -E \
-        '^(==[^=]*==WARNING: AddressSanitizer failed to allocate 0x[0-9a-f]+ bytes)?$' "$f"; then
+        '^(==[^ ]*==WARNING: AddressSanitizer failed to allocate 0x[0-9a-f]+ bytes)?$' "$f"; then
         continue
     fi
     if [ "$f" != "$logs/pytest.log" ] || grep -q -E 'ERROR: (AddressSanitizer|LeakSanitizer)|LeakSanitizer|runtime error:|SUMMARY: (Address|Undefined)Sanitizer' "$f"; then
@@ -362,6 +375,11 @@ if ((${#reports[@]})); then
         fi
     done
     echo "sanitize.sh: ${#reports[@]} sanitizer report(s), above" >&2
+    if grep -q -s "LeakSanitizer has encountered a fatal error" "${reports[@]}"; then
+        # seen now and then at the exit of a pytest that ran tests/test_fuzz.py last
+        echo "sanitize.sh: (LeakSanitizer's own tracer failed at a process's exit, the" \
+            "runtime's fault, not a finding: that process's leaks went unchecked; run again)" >&2
+    fi
     CGRU_SANITIZE_KEEP=1
     exit 1
 fi
