@@ -45,7 +45,7 @@ from libc.string cimport memcpy
 from _blas cimport gemm_nn
 from _inner cimport (CGRU_PANEL_ROWS, CGRU_PANEL_ROWS_D, CGRU_PANEL_ROWS_F, cgru_alloc,
                      cgru_free, cgru_gate_rows_double, cgru_gate_rows_float,
-                     cgru_panel_product_double, cgru_panel_product_float, cgru_prefetch_rows)
+                     cgru_panel_tile_double, cgru_panel_tile_float, cgru_prefetch_rows)
 from _openmp cimport CGRU_OPENMP, cgru_barrier, omp_get_num_threads, omp_get_thread_num
 
 UNIT_BLOCK = 16          # hidden units per gate-column block; cgru/_layout.py reads it here
@@ -96,37 +96,28 @@ cdef inline int _panel_rows(const floating *dtype_only) noexcept nogil:
         return CGRU_PANEL_ROWS_D
 
 
-cdef inline void _panel_product(int rows, int k, const floating *h, long ldh,
-                                const floating *panel, floating *acc) noexcept nogil:
-    if floating is float:
-        cgru_panel_product_float(rows, k, h, ldh, panel, acc, 0)
-    else:
-        cgru_panel_product_double(rows, k, h, ldh, panel, acc, 0)
-
-
 cdef void _tile_product(int b0, int b1, int depth, const floating *h, long ldh,
-                        const floating *panel, floating *acc__r48) noexcept nogil:
+                        const floating *panel, floating *acc__r48,
+                        bint single_chain) noexcept nogil:
     """acc[b - b0] = h[b] @ panel for rows b0..b1, k-blocked: a chunk of the panel (24 KB)
     stays in L1 while every row group of the tile uses it, where a whole K x 48 panel (96 KB
-    at K = 512) was re-read from L2 by each group of rows."""
-    cdef int kc, kn, b, rows
+    at K = 512) was re-read from L2 by each group of rows. single_chain: sum every row in the
+    one order that does not depend on the rows around it, as the callers ask whenever the
+    rows that must agree are spread over more than one register block or thread (see
+    cgru_panel_tile in _inner.pxd)."""
+    cdef int kc, kn
     cdef int chunk = _K_CHUNK if floating is float else _K_CHUNK // 2
-    cdef int group = CGRU_PANEL_ROWS_F if floating is float else CGRU_PANEL_ROWS_D
     kc = 0
     while kc < depth:
         kn = min(chunk, depth - kc)
-        b = b0
-        while b < b1:
-            rows = min(group, b1 - b)
-            if floating is float:
-                cgru_panel_product_float(rows, kn, h + <int64_t> b * ldh + kc, ldh,
-                                     panel + <int64_t> kc * _PANEL,
-                                     acc__r48 + <int64_t> (b - b0) * _PANEL, kc > 0)
-            else:
-                cgru_panel_product_double(rows, kn, h + <int64_t> b * ldh + kc, ldh,
-                                     panel + <int64_t> kc * _PANEL,
-                                     acc__r48 + <int64_t> (b - b0) * _PANEL, kc > 0)
-            b += rows
+        if floating is float:
+            cgru_panel_tile_float(b1 - b0, kn, h + <int64_t> b0 * ldh + kc, ldh,
+                                  panel + <int64_t> kc * _PANEL, acc__r48, kc > 0,
+                                  single_chain)
+        else:
+            cgru_panel_tile_double(b1 - b0, kn, h + <int64_t> b0 * ldh + kc, ldh,
+                                   panel + <int64_t> kc * _PANEL, acc__r48, kc > 0,
+                                   single_chain)
         kc += kn
 
 
@@ -158,7 +149,8 @@ cdef void _tile_step(const Shape *shape, int d, int b0, int b1, int k0, int k1, 
                      const floating *panels__kh48, const floating *bias_gi__3h,
                      const floating *bias_hn__h, const floating *h_prev, int ld_prev,
                      floating *h_next, int ld_next, floating *gh__n3h,
-                     floating *acc__r48, floating *save__n4h) noexcept nogil:
+                     floating *acc__r48, floating *save__n4h,
+                     bint single_chain) noexcept nogil:
     """Rows b0..b1, unit blocks k0..k1 of one step of one direction.
 
     gi__n3h:  this step's input projections (bias not added), row b at gi__n3h + b * 3H; or,
@@ -172,6 +164,8 @@ cdef void _tile_step(const Shape *shape, int d, int b0, int b1, int k0, int k1, 
     d:        the direction, for the reduced-precision panels (shape.quant).
     save__n4h: NULL, or this step's saved gates for the backward pass: row b at
               save__n4h + b * 4H, unit block k's r | z | n | W_hn h + b_hn at 4 * 16k.
+    single_chain: the step's rows span more than one register block or thread
+              (see _tile_product)
     """
     cdef int hidden = shape.hidden
     cdef int g3 = 3 * hidden
@@ -195,13 +189,16 @@ cdef void _tile_step(const Shape *shape, int d, int b0, int b1, int k0, int k1, 
                     _quant_tile_product(shape, d, k, b0, b1, h_prev, ld_prev, acc__r48)
                 else:
                     _tile_product(b0, b1, hidden, h_prev, ld_prev,
-                                  panels__kh48 + <int64_t> k * hidden * _PANEL, acc__r48)
+                                  panels__kh48 + <int64_t> k * hidden * _PANEL, acc__r48,
+                                  single_chain)
             else:
                 _tile_product(b0, b1, hidden, h_prev, ld_prev,
-                              panels__kh48 + <int64_t> k * hidden * _PANEL, acc__r48)
+                              panels__kh48 + <int64_t> k * hidden * _PANEL, acc__r48,
+                              single_chain)
             if shape.fused:
                 _tile_product(b0, b1, shape.input_size, x__ni, shape.input_size,
-                              ih_panels__ki48 + <int64_t> k * shape.input_size * _PANEL, acc_x)
+                              ih_panels__ki48 + <int64_t> k * shape.input_size * _PANEL, acc_x,
+                              single_chain)
             _gate_rows(b1 - b0, u,
                        <const floating *> acc_x if shape.fused
                        else gi__n3h + <int64_t> b0 * g3 + 3 * u0,
@@ -228,24 +225,22 @@ cdef void _tile_step(const Shape *shape, int d, int b0, int b1, int k0, int k1, 
 
 cdef void _panel_projection(const Shape *shape, int rows, const floating *x__ri,
                             const floating *panels__ki48, floating *gi__r3h,
-                            floating *acc__r48) noexcept nogil:
-    """gi = x @ W_ih^T for a few rows, through the W_ih panels, into gi's compact layout."""
+                            floating *acc__r48, bint single_chain) noexcept nogil:
+    """gi = x @ W_ih^T for a few rows (at most CGRU_PANEL_ROWS), through the W_ih panels, into
+    gi's compact layout. single_chain: the block's rows span more than one register block
+    or thread (see _tile_product)."""
     cdef int hidden = shape.hidden
-    cdef int k, b, m, g, u0, u, group
+    cdef int k, m, g, u0, u
     for k in range(shape.n_blocks):
         u0 = k * _UB
         u = min(_UB, hidden - u0)
-        b = 0
-        while b < rows:
-            group = min(_panel_rows(x__ri), rows - b)
-            _panel_product(group, shape.input_size, x__ri + <int64_t> b * shape.input_size,
-                           shape.input_size,
-                           panels__ki48 + <int64_t> k * shape.input_size * _PANEL, acc__r48)
-            for m in range(group):
-                for g in range(3):
-                    memcpy(gi__r3h + <int64_t> (b + m) * 3 * hidden + 3 * u0 + g * u,
-                           acc__r48 + m * _PANEL + g * _UB, u * sizeof(floating))
-            b += group
+        _tile_product(0, rows, shape.input_size, x__ri, shape.input_size,
+                      panels__ki48 + <int64_t> k * shape.input_size * _PANEL, acc__r48,
+                      single_chain)
+        for m in range(rows):
+            for g in range(3):
+                memcpy(gi__r3h + <int64_t> m * 3 * hidden + 3 * u0 + g * u,
+                       acc__r48 + m * _PANEL + g * _UB, u * sizeof(floating))
 
 
 cdef void _balanced_rows(const int64_t *lengths, int n_rows, int t_lo, int t_hi, int parts,
@@ -336,6 +331,7 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
     cdef int g3 = 3 * hidden
     cdef int ld_out = shape.n_dirs * hidden
     cdef int s0, s1, s, t, t_lo, r0, r1, bs, b0, b1, k0, k1, tp, cont, part, lo, hi
+    cdef int block_rows
     cdef int own_b0 = 0, own_b1 = 0
     cdef int64_t block_start
     cdef const floating *h_out
@@ -359,8 +355,8 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
         # Input projections of this block of steps: one GEMM over its rows, split across the
         # team. The reverse direction takes its blocks from the end of the sequence.
         block_start = offsets[s0] if d == 0 else offsets[n_steps - s1]
-        _split(<int> ((offsets[s1] if d == 0 else offsets[n_steps - s0]) - block_start),
-               team_size, team, &r0, &r1)
+        block_rows = <int> ((offsets[s1] if d == 0 else offsets[n_steps - s0]) - block_start)
+        _split(block_rows, team_size, team, &r0, &r1)
         if shape.fused:
             pass            # projected step by step, inside _tile_step
         elif shape.quant == QUANT_INT8 and shape.q_ih_panels != NULL:
@@ -369,13 +365,18 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
                     _quant_projection(shape, d, r1 - r0,
                                       x__ri + (block_start + r0) * shape.input_size,
                                       gi__r3h + r0 * g3, acc__r48)
-        elif r1 - r0 > CGRU_PANEL_ROWS:
-            gemm_nn(r1 - r0, g3, shape.input_size,
-                    x__ri + (block_start + r0) * shape.input_size, shape.input_size,
-                    w_ih__i3h, g3, 0.0, gi__r3h + r0 * g3, g3)
-        elif r1 > r0:   # one register block of rows (one-step calls): no BLAS overhead
+        elif block_rows > CGRU_PANEL_ROWS * team_size:
+            # decided on the block, not this thread's share, so that all its rows are
+            # projected alike (a share of 8 rows by panels, one of 9 by BLAS, would sum them in
+            # different orders)
+            if r1 > r0:
+                gemm_nn(r1 - r0, g3, shape.input_size,
+                        x__ri + (block_start + r0) * shape.input_size, shape.input_size,
+                        w_ih__i3h, g3, 0.0, gi__r3h + r0 * g3, g3)
+        elif r1 > r0:   # a register block of rows or less (one-step calls): no BLAS overhead
             _panel_projection(shape, r1 - r0, x__ri + (block_start + r0) * shape.input_size,
-                              ih_panels__ki48, gi__r3h + r0 * g3, acc__r48)
+                              ih_panels__ki48, gi__r3h + r0 * g3, acc__r48,
+                              block_rows > r1 - r0 or block_rows > _panel_rows(x__ri))
         if split_rows and not shape.fused:
             # this thread's sequences for the block (the barriers around the block's GEMM
             # separate it from the previous owners): the block's first time step, in time
@@ -433,7 +434,8 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
                                out__r2h + offsets[t] * ld_out + d * hidden, ld_out,
                                gh__dn3h + <int64_t> d * batch * g3, acc__r48,
                                NULL if save__r4h == NULL else
-                               save__r4h + offsets[t] * 4 * hidden)
+                               save__r4h + offsets[t] * 4 * hidden,
+                               split_rows or bs > _panel_rows(x__ri))
             if not split_rows:
                 cgru_barrier()
         if split_rows and not shape.fused and s1 < n_steps:

@@ -287,12 +287,14 @@ cdef extern from *:
        (4 cycles) every step of k (batch-1 steps 1.4x faster with two chains here). */
     #define CGRU_CHAINS(T, R) (12 * CGRU_VECTOR_BYTES / (R * CGRU_PANEL * (int)sizeof(T)) > 1 \
                                ? 12 * CGRU_VECTOR_BYTES / (R * CGRU_PANEL * (int)sizeof(T)) : 1)
-    #define CGRU_PANEL_ROWS_KERNEL(T, R)                                                      \
-    static inline void cgru_panel_##T##_##R(int K, const T *restrict h, long ldh,            \
-                                            const T *restrict panel, T *restrict acc,         \
-                                            int accumulate) {                                 \
+    /* NAME: the kernel's name suffix; CHAINS: its S (CGRU_CHAINS(T, R), or 1 for the
+       single-chain kernels of cgru_panel_tile below) */
+    #define CGRU_PANEL_ROWS_KERNEL(T, R, NAME, CHAINS)                                        \
+    static inline void cgru_panel_##T##_##NAME(int K, const T *restrict h, long ldh,         \
+                                               const T *restrict panel, T *restrict acc,      \
+                                               int accumulate) {                              \
         typedef cgru_v##T V;                                                                  \
-        enum { S = CGRU_CHAINS(T, R), VL = CGRU_LANES(T), NV = CGRU_PANEL / VL };             \
+        enum { S = CHAINS, VL = CGRU_LANES(T), NV = CGRU_PANEL / VL };                        \
         V a[S][R][NV];                                                                        \
         CGRU_UNROLL for (int s = 0; s < S; s++)                                               \
             CGRU_UNROLL for (int m = 0; m < R; m++)                                           \
@@ -334,39 +336,76 @@ cdef extern from *:
        batch shrinks one sequence at a time) take one pass over the panel, not up to three
        (4 + 2 + 1 rows). 100 steps of H = 128, input 64 fused, gates included: 61 rows
        5.50 -> 5.35 ms, 5 rows 0.55 -> 0.51 ms, 3 rows 0.40 -> 0.35 ms. */
-    #define CGRU_PANEL_CASE(T, MAX_ROWS, R)                                                   \
+    #define CGRU_PANEL_CASE(T, MAX_ROWS, R, KERNEL)                                           \
         case R:                                                                               \
             if (MAX_ROWS >= R) {                                                              \
-                cgru_panel_##T##_##R(K, h, ldh, panel, acc, accumulate);                      \
+                cgru_panel_##T##_##KERNEL(K, h, ldh, panel, acc, accumulate);                 \
                 return;                                                                       \
             }                                                                                 \
             break;
     #define CGRU_PANEL_PRODUCT(T, MAX_ROWS)                                                   \
-    CGRU_PANEL_ROWS_KERNEL(T, 8)                                                              \
-    CGRU_PANEL_ROWS_KERNEL(T, 7)                                                              \
-    CGRU_PANEL_ROWS_KERNEL(T, 6)                                                              \
-    CGRU_PANEL_ROWS_KERNEL(T, 5)                                                              \
-    CGRU_PANEL_ROWS_KERNEL(T, 4)                                                              \
-    CGRU_PANEL_ROWS_KERNEL(T, 3)                                                              \
-    CGRU_PANEL_ROWS_KERNEL(T, 2)                                                              \
-    CGRU_PANEL_ROWS_KERNEL(T, 1)                                                              \
-    /* 1 <= rows <= MAX_ROWS; accumulate: add to acc instead of overwriting it */             \
+    CGRU_PANEL_ROWS_KERNEL(T, 8, 8, CGRU_CHAINS(T, 8))                                        \
+    CGRU_PANEL_ROWS_KERNEL(T, 7, 7, CGRU_CHAINS(T, 7))                                        \
+    CGRU_PANEL_ROWS_KERNEL(T, 6, 6, CGRU_CHAINS(T, 6))                                        \
+    CGRU_PANEL_ROWS_KERNEL(T, 5, 5, CGRU_CHAINS(T, 5))                                        \
+    CGRU_PANEL_ROWS_KERNEL(T, 4, 4, CGRU_CHAINS(T, 4))                                        \
+    CGRU_PANEL_ROWS_KERNEL(T, 3, 3, CGRU_CHAINS(T, 3))                                        \
+    CGRU_PANEL_ROWS_KERNEL(T, 2, 2, CGRU_CHAINS(T, 2))                                        \
+    CGRU_PANEL_ROWS_KERNEL(T, 1, 1, CGRU_CHAINS(T, 1))                                        \
+    CGRU_PANEL_ROWS_KERNEL(T, 2, 2_single, 1)                                                 \
+    CGRU_PANEL_ROWS_KERNEL(T, 1, 1_single, 1)                                                 \
+    /* 1 <= rows <= MAX_ROWS; accumulate: add to acc instead of overwriting it; single_chain: \
+       one chain per accumulator for every row count (CGRU_CHAINS is 1 from 3 rows on in    \
+       every build, so only the 1- and 2-row kernels differ) */                               \
     static inline void cgru_panel_product_##T(int rows, int K, const T *restrict h, long ldh, \
                                               const T *restrict panel, T *restrict acc,       \
-                                              int accumulate) {                               \
+                                              int accumulate, int single_chain) {             \
+        _Static_assert(CGRU_CHAINS(T, 3) == 1, "kernels of 3 rows and more sum in one chain");\
+        if (single_chain && rows <= 2) {                                                      \
+            if (rows == 2 && MAX_ROWS >= 2)                                                   \
+                cgru_panel_##T##_2_single(K, h, ldh, panel, acc, accumulate);                 \
+            else                                                                              \
+                for (; rows > 0; rows--, h += ldh, acc += CGRU_PANEL)                         \
+                    cgru_panel_##T##_1_single(K, h, ldh, panel, acc, accumulate);             \
+            return;                                                                           \
+        }                                                                                     \
         switch (rows) {                                                                       \
-            CGRU_PANEL_CASE(T, MAX_ROWS, 8)                                                   \
-            CGRU_PANEL_CASE(T, MAX_ROWS, 7)                                                   \
-            CGRU_PANEL_CASE(T, MAX_ROWS, 6)                                                   \
-            CGRU_PANEL_CASE(T, MAX_ROWS, 5)                                                   \
-            CGRU_PANEL_CASE(T, MAX_ROWS, 4)                                                   \
-            CGRU_PANEL_CASE(T, MAX_ROWS, 3)                                                   \
-            CGRU_PANEL_CASE(T, MAX_ROWS, 2)                                                   \
-            CGRU_PANEL_CASE(T, MAX_ROWS, 1)                                                   \
+            CGRU_PANEL_CASE(T, MAX_ROWS, 8, 8)                                                \
+            CGRU_PANEL_CASE(T, MAX_ROWS, 7, 7)                                                \
+            CGRU_PANEL_CASE(T, MAX_ROWS, 6, 6)                                                \
+            CGRU_PANEL_CASE(T, MAX_ROWS, 5, 5)                                                \
+            CGRU_PANEL_CASE(T, MAX_ROWS, 4, 4)                                                \
+            CGRU_PANEL_CASE(T, MAX_ROWS, 3, 3)                                                \
+            CGRU_PANEL_CASE(T, MAX_ROWS, 2, 2)                                                \
+            CGRU_PANEL_CASE(T, MAX_ROWS, 1, 1)                                                \
         }                                                                                     \
         /* more rows than the build's register block holds: never asked for */                \
         for (; rows > 0; rows--, h += ldh, acc += CGRU_PANEL)                                 \
-            cgru_panel_##T##_1(K, h, ldh, panel, acc, accumulate);                            \
+            cgru_panel_##T##_1_single(K, h, ldh, panel, acc, accumulate);                     \
+    }                                                                                         \
+    /* The product of any number of rows (row m of h at h + m * ldh, of acc at acc + m * 48).   \
+       A row's sums must not depend on the rows around it, so that a shuffled batch gives the  \
+       shuffled result bit for bit: the 1- and 2-row kernels run several chains per          \
+       accumulator (a different order of the sums) and are kept for calls whose every tile    \
+       has that few rows. The caller says which (single_chain: the step, or the call, has     \
+       more rows than one register block); more rows go in near-equal blocks of at most      \
+       MAX_ROWS, so that none is left with one or two rows where it can be helped (9 rows:   \
+       5 + 4, not 8 + 1: no slow single-chain row, and 5% faster in itself). */              \
+    static inline void cgru_panel_tile_##T(int rows, int K, const T *restrict h, long ldh,    \
+                                           const T *restrict panel, T *restrict acc,          \
+                                           int accumulate, int single_chain) {                \
+        if (rows <= MAX_ROWS) {                                                               \
+            cgru_panel_product_##T(rows, K, h, ldh, panel, acc, accumulate, single_chain);    \
+            return;                                                                           \
+        }                                                                                     \
+        const int blocks = (rows + MAX_ROWS - 1) / MAX_ROWS;                                  \
+        const int size = rows / blocks, larger = rows % blocks;  /* the first ones: + 1 */    \
+        for (int i = 0; i < blocks; i++) {                                                    \
+            const int n = size + (i < larger);                                                \
+            cgru_panel_product_##T(n, K, h, ldh, panel, acc, accumulate, 1);                  \
+            h += n * ldh;                                                                     \
+            acc += n * CGRU_PANEL;                                                            \
+        }                                                                                     \
     }
     CGRU_PANEL_PRODUCT(float, CGRU_PANEL_ROWS_F)
     CGRU_PANEL_PRODUCT(double, CGRU_PANEL_ROWS_D)
@@ -395,8 +434,8 @@ cdef extern from *:
                                int sb, const double *bias_hn, const double *h_prev,
                                long ld_prev, double *h_next, long ld_next, double *save,
                                long ld_save) noexcept nogil
-    void cgru_panel_product_float(int rows, int K, const float *h, long ldh, const float *panel,
-                                  float *acc, int accumulate) noexcept nogil
-    void cgru_panel_product_double(int rows, int K, const double *h, long ldh,
-                                   const double *panel, double *acc,
-                                   int accumulate) noexcept nogil
+    void cgru_panel_tile_float(int rows, int K, const float *h, long ldh, const float *panel,
+                               float *acc, int accumulate, int single_chain) noexcept nogil
+    void cgru_panel_tile_double(int rows, int K, const double *h, long ldh,
+                                const double *panel, double *acc, int accumulate,
+                                int single_chain) noexcept nogil

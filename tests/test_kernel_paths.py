@@ -81,6 +81,34 @@ def test_every_row_count_of_a_register_block(rng, dtype):
         assert_close(h_n, ref_h, dtype)
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_rows_result_does_not_depend_on_its_position(monkeypatch, rng, path, dtype):
+    # Bit for bit: the product kernels for every count of rows in a register block sum in the
+    # same order, so shuffling the batch (which moves rows between full and partial blocks and
+    # between threads) only shuffles the result. scikit-learn's estimator checks rely on it.
+    fuse, panel, min_rows = PATHS[path]
+    monkeypatch.setattr(_run, "FUSE_MAX_ROWS", fuse)
+    monkeypatch.setattr(_run, "FUSE_MIN_ROWS", 1)
+    monkeypatch.setattr(_run, "PANEL_MAX_ROWS", panel)
+    monkeypatch.setattr(_run, "MIN_ROWS_PER_THREAD", min_rows)
+    for (batch, hidden, inputs), threads in itertools.product(
+            [(13, 64, 8), (37, 20, 3), (23, 128, 40)], [1, 2]):
+        gru = cgru.GRU(inputs, hidden, dtype=dtype, seed=batch)
+        x = rng.standard_normal((6, batch, inputs)).astype(dtype)
+        order = rng.permutation(batch)
+        lengths = rng.integers(1, 7, size=batch)
+        with cgru.use_threads(threads):
+            out, h_n = gru(x)
+            shuffled_out, shuffled_h = gru(x[:, order])
+            packed_h = gru(cgru.pack_padded_sequence(x, lengths, enforce_sorted=False))[1]
+            shuffled_packed_h = gru(cgru.pack_padded_sequence(
+                x[:, order], lengths[order], enforce_sorted=False))[1]
+        np.testing.assert_array_equal(shuffled_out, out[:, order])
+        np.testing.assert_array_equal(shuffled_h, h_n[:, order])
+        np.testing.assert_array_equal(shuffled_packed_h, packed_h[:, order])
+
+
 BACKWARD_PATHS = {  # name: (PANEL_MAX_ROWS, BACKWARD_WORKSPACE_BYTES)
     "panels, one block": (10**6, 8 << 20),
     "blas, one block": (0, 8 << 20),

@@ -146,19 +146,9 @@ def digits_classifier(digits):
 
 # -- 1. scikit-learn's estimator checks --------------------------------------------------------
 
-# The estimators exactly as a user gets them (all defaults): every check passes.
-def _expected_failed_checks(estimator):
-    """Known failures, with their reason (scikit-learn's expected-failures mechanism)."""
-    if isinstance(estimator, GRURegressor):
-        return {}
-    return {"check_methods_sample_order_invariance": (
-        "float32 rounding: the kernel's product for the rows left after a full register "
-        "block sums in more partial chains than the full block's, so a row's result can move "
-        "by an ulp (~6e-8) with its position in the batch; float64 passes")}
-
-
-@parametrize_with_checks([GRUClassifier(), GRURegressor(), GRUTransformer()],
-                         expected_failed_checks=_expected_failed_checks)
+# The estimators exactly as a user gets them (all defaults): every check passes, none is
+# expected to fail.
+@parametrize_with_checks([GRUClassifier(), GRURegressor(), GRUTransformer()])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -972,11 +962,16 @@ def test_dropout_trains_in_train_mode_and_predicts_in_eval_mode():
     assert one.loss_curve_ == _clf(dropout=0.0).fit(X, y).loss_curve_
 
 
-def test_float64_predictions_do_not_depend_on_sample_order():
-    X, y = _sequences(n=30, seq_len=8, n_features=8)
-    est = _clf(dtype=np.float64, hidden_size=16).fit(X, y)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_predictions_do_not_depend_on_sample_order(dtype):
+    # bit for bit, as scikit-learn's check_methods_sample_order_invariance wants (to 1e-7);
+    # 41 rows: full register blocks and a partial one, on one thread or two
+    X, y = _sequences(n=41, seq_len=8, n_features=8)
+    est = _clf(dtype=dtype, hidden_size=16).fit(X, y)
     order = np.random.default_rng(0).permutation(len(X))
     np.testing.assert_array_equal(est.predict_proba(X[order]), est.predict_proba(X)[order])
+    features = GRUTransformer(hidden_size=64, random_state=0, dtype=dtype).fit(X)
+    np.testing.assert_array_equal(features.transform(X[order]), features.transform(X)[order])
 
 
 def test_clip_grad_norm_and_alpha_change_training():
