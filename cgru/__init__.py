@@ -8,8 +8,7 @@ except ImportError as error:  # pragma: no cover - depends on how cgru was impor
         "`pip install .` and run from another folder, or build in place with "
         "`python setup.py build_ext --inplace`.") from None
 
-from ._config import show_config
-from ._threads import get_num_threads, set_num_threads, use_threads
+from ._engine import get_num_threads, set_num_threads, show_config, use_threads
 from ._version import __version__
 from .cell import GRUCell
 from .clip import clip_grad_norm_, clip_grad_value_

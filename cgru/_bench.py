@@ -17,8 +17,7 @@ import time
 import numpy as np
 
 from . import _bench_peers as peers
-from ._blas_threads import _controller
-from ._threads import use_threads
+from ._engine import blas_controller, use_threads
 from .gru import GRU
 
 CASES = {
@@ -54,7 +53,7 @@ def gemm_rate(dtype, threads, size=1024, repeats=10):
     from scipy.linalg import blas
     gemm = blas.sgemm if dtype == np.float32 else blas.dgemm
     a = np.asfortranarray(np.random.default_rng(0).standard_normal((size, size)), dtype=dtype)
-    control = _controller()
+    control = blas_controller()
     saved = control.get() if control else None
     if control:
         control.set(threads)

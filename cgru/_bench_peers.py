@@ -98,7 +98,7 @@ def torch_runner(gru, case, x, h0, threads):
 def _onnx_file(gru, case):
     try:
         import onnx
-        from ._onnx_interop import build_model
+        from ._interop.onnx import build_model
     except ImportError:
         return None
     path = os.path.join(tempfile.mkdtemp(prefix="cgru-bench-"), f"{case.name}.onnx")
@@ -166,7 +166,7 @@ def numpy_runner(gru, case, x, h0):
     def sigmoid(v):
         return 1 / (1 + np.exp(-v))
 
-    from ._blas_threads import find_openblas
+    from ._engine import find_openblas
     numpy_blas = find_openblas("numpy")
 
     def run():

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._bench import _time_once
-from ._threads import use_threads
+from ._engine import use_threads
 
 # One setting for every data set (only the epochs differ): the same for both implementations.
 HIDDEN_SIZE = 64

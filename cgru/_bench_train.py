@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _bench_peers as peers
 from ._bench import CASES, _format_time, _time_once, gemm_rate, make_case
-from ._threads import use_threads
+from ._engine import use_threads
 from .gru import GRU
 from .packing import pack_padded_sequence, pad_packed_sequence
 

@@ -3,7 +3,7 @@ import time
 
 import numpy as np
 
-from ._config import show_config
+from ._engine import show_config
 from .gru import GRU
 from .packing import pack_padded_sequence
 

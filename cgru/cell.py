@@ -3,12 +3,11 @@ import math
 
 import numpy as np
 
-from ._backward import Backward, CellLayout
-from ._checks import check_dtype, check_rng, check_size
-from ._layout import pack_layer
-from ._forward import StepCall
-from ._module import ParameterModule
-from ._run import LayerStack, dense_batch_sizes
+from ._engine import LayerStack, pack_layer
+from ._nn.checks import check_dtype, check_rng, check_size
+from ._nn.inputs import StepCall
+from ._nn.parameters import ParameterModule
+from ._nn.tape import Backward
 
 
 class GRUCell(StepCall, ParameterModule):
@@ -39,7 +38,7 @@ class GRUCell(StepCall, ParameterModule):
         self._bias = bool(bias)
         self._dtype = check_dtype(dtype)
         self.training = False
-        self._packed = [None]
+        self._layer_weights = [None]     # the kernel's layout
         self._stack = LayerStack(self._input_size, self._hidden_size, 1, 1, self._dtype)
         self._init_parameters(check_rng(seed), 1.0 / math.sqrt(self._hidden_size))
 
@@ -51,12 +50,12 @@ class GRUCell(StepCall, ParameterModule):
     @classmethod
     def from_torch(cls, module):
         """A GRUCell with the configuration and weights of a torch.nn.GRUCell."""
-        from ._torch_interop import cell_from_torch
+        from ._interop.torch import cell_from_torch     # (interop sits above the modules)
         return cell_from_torch(cls, module)
 
     def to_torch(self):
         """The equivalent torch.nn.GRUCell."""
-        from ._torch_interop import cell_to_torch
+        from ._interop.torch import cell_to_torch
         return cell_to_torch(self)
 
     def quantize(self, precision):
@@ -82,36 +81,36 @@ class GRUCell(StepCall, ParameterModule):
 
     def _parameters_changed(self, names):
         p = self._params
-        self._packed[0] = pack_layer([(p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
+        self._layer_weights[0] = pack_layer([(p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
                                        p.get("bias_hh"))], self._hidden_size, self._dtype)
 
     def vjp(self, input, hx=None):
         """The step, exactly as ``self(input, hx)``, and its vector-Jacobian product.
 
-        Returns ``h1, backward``: h1 as forward returns it, and ``backward(grad_h1)``, which
-        returns the gradients of sum(h1 * grad_h1) as a dict of new arrays: "input" (like
-        input), "hx" (like h1, also when hx is None), "weight_ih", "weight_hh", and
-        "bias_ih", "bias_hh" when the cell has biases. grad_h1 None means zeros. backward
-        may be called any number of times; it uses the weights of this step even if the
-        cell's parameters change meanwhile.
+        Returns ``h1, backward``: h1 as forward returns it, and ``backward(grad_h1, *,
+        input_grad=True)``, which returns the gradients of sum(h1 * grad_h1) as a dict of new
+        arrays: "input" (like input; left out, and not computed, with ``input_grad=False``),
+        "hx" (like h1, also when hx is None), "weight_ih", "weight_hh", and "bias_ih",
+        "bias_hh" when the cell has biases. grad_h1 None means zeros. backward may be called
+        any number of times; it uses the weights of this step even if the cell's parameters
+        change meanwhile.
         """
-        x, batched = self._check_step_input(input)
-        batch = x.shape[0]
-        h = np.ascontiguousarray(self._initial_state(hx, batch, batched))
-        batch_sizes = dense_batch_sizes(1, batch)
-        rows, tape = self._stack.run_saving(self._packed, x, batch_sizes, h)
-        layout = CellLayout(batch, batched)
+        call = self._prepare(input, hx, private_rows=True)
+        tape = []
+        rows = self._stack.forward(self._layer_weights, call.rows, call.batch_sizes, call.h0,
+                                   tape=tape)
         names = [[["weight_ih", "weight_hh", "bias_ih" if self._bias else None,
                    "bias_hh" if self._bias else None]]]
-        backward = Backward(self._stack, tape, batch_sizes, layout, names, self._input_size)
+        backward = Backward(self._stack, tape, call.batch_sizes, call.layout, names)
 
-        def cell_backward(grad_h1=None):
-            return backward(grad_h1, None)
+        def cell_backward(grad_h1=None, *, input_grad=True):
+            return backward(grad_h1, None, input_grad=input_grad)
 
-        cell_backward.__doc__ = ("backward(grad_h1) -> dict of gradients: input, hx, "
-                                 "weight_ih, weight_hh (and bias_ih, bias_hh).")
-        return layout.from_rows(rows.copy()), cell_backward
+        cell_backward.__doc__ = ("backward(grad_h1, *, input_grad=True) -> dict of gradients: "
+                                 "input (unless input_grad is False), hx, weight_ih, weight_hh "
+                                 "(and bias_ih, bias_hh).")
+        return call.layout.outputs(rows.copy(), call.h0), cell_backward
 
-    def _run_step(self, x, h):
+    def _run(self, x, batch_sizes, h):
         """One step of rows x (N, I) from h (1, N, H); returns h' (N, H)."""
-        return self._stack.run(self._packed, x, dense_batch_sizes(1, x.shape[0]), h)
+        return self._stack.forward(self._layer_weights, x, batch_sizes, h)

@@ -60,7 +60,7 @@ def main(argv=None):
         return bench_main(argv[1:], default_cases=SHORT_GRID)
     args = _parser().parse_args(argv)
     if args.command == "info":
-        from ._config import show_config
+        from ._engine import show_config
         show_config()
         return 0
     if args.command == "run":
@@ -174,7 +174,7 @@ def _run_locally(args, model, x, lengths, seq_len, step, output, h_out, quiet):
 
 def run_model(args):
     from . import load
-    from ._threads import use_threads
+    from ._engine import use_threads
     from .gru import GRU
     from .quantized import QuantizedGRU
 

@@ -19,7 +19,7 @@ import threading
 
 import numpy as np
 
-from ._threads import dask_worker_threads, use_threads
+from ._engine import dask_worker_threads, use_threads
 from .packing import pack_padded_sequence, pad_packed_sequence
 
 __all__ = ["forward", "task_threads"]

@@ -4,13 +4,12 @@ import warnings
 
 import numpy as np
 
-from ._checks import as_float_array, check_dropout, check_dtype, check_rng, check_size
-from ._layout import pack_layer
-from ._forward import SequenceCall
-from ._module import ParameterModule
-from ._backward import Backward, DenseLayout, PackedLayout
-from ._run import LayerStack, dense_batch_sizes
-from .packing import PackedSequence, check_packed
+from ._engine import LayerStack, dropout_mask, pack_layer
+from ._nn.checks import check_dropout, check_dtype, check_rng, check_size
+from ._nn.inputs import SequenceCall
+from ._nn.parameters import ParameterModule
+from ._nn.tape import Backward
+
 
 class GRU(SequenceCall, ParameterModule):
     """A multi-layer gated recurrent unit with exactly the behaviour of PyTorch's nn.GRU.
@@ -70,7 +69,7 @@ class GRU(SequenceCall, ParameterModule):
                           UserWarning, stacklevel=2)
         self.training = False
         self._rng = check_rng(seed)
-        self._packed = [None] * self._num_layers
+        self._layer_weights = [None] * self._num_layers   # the kernel's layout, per layer
         self._stack = LayerStack(self._input_size, self._hidden_size, self._num_layers,
                                  self.num_directions, self._dtype)
         self._init_parameters(self._rng, 1.0 / math.sqrt(self._hidden_size))
@@ -127,12 +126,12 @@ class GRU(SequenceCall, ParameterModule):
         device; float64 stays float64, other dtypes become float32). Starts in eval mode.
         A torch.ao.nn.quantized.dynamic.GRU (quantize_dynamic with qint8) gives a
         cgru.QuantizedGRU with its int8 weights and scales as they are."""
-        from ._torch_interop import gru_from_torch
+        from ._interop.torch import gru_from_torch      # (interop sits above the modules)
         return gru_from_torch(cls, module)
 
     def to_torch(self):
         """The equivalent torch.nn.GRU (same configuration, weights, dtype and mode)."""
-        from ._torch_interop import gru_to_torch
+        from ._interop.torch import gru_to_torch
         return gru_to_torch(self)
 
     @classmethod
@@ -149,7 +148,7 @@ class GRU(SequenceCall, ParameterModule):
         whole output and h_n), go_backwards (a warning: reverse the input yourself), stateful,
         dropout and recurrent_dropout (inference only), masking (use packed sequences), unroll.
         """
-        from ._keras_interop import gru_from_keras
+        from ._interop.keras import gru_from_keras
         return gru_from_keras(cls, layer, batch_first=batch_first, dtype=dtype)
 
     @classmethod
@@ -157,13 +156,13 @@ class GRU(SequenceCall, ParameterModule):
         """A GRU from an ONNX model (ModelProto, path or bytes) made of one GRU node per layer
         with linear_before_reset=1, default activations and no clip, joined only by layout
         operators. Anything else is refused with a ValueError that says what was found."""
-        from ._onnx_interop import gru_from_onnx
+        from ._interop.onnx import gru_from_onnx
         return gru_from_onnx(cls, model)
 
     def to_onnx(self, path, *, initial_state=False, opset=14):
         """Write an ONNX model computing (output, h_n) from ``input`` in this module's layout
         (and ``h0`` when initial_state), with dynamic batch and sequence axes."""
-        from ._onnx_interop import to_onnx
+        from ._interop.onnx import to_onnx
         to_onnx(self, path, initial_state=initial_state, opset=opset)
 
     def quantize(self, precision):
@@ -206,22 +205,27 @@ class GRU(SequenceCall, ParameterModule):
                 if not self._bias:
                     params += [None, None]
                 directions.append(params)
-            self._packed[layer] = pack_layer(directions, self._hidden_size, self._dtype)
+            self._layer_weights[layer] = pack_layer(directions, self._hidden_size, self._dtype)
 
-    # -- forward --------------------------------------------------------------------------------
+    # -- forward and training -------------------------------------------------------------------
 
-    # -- training ------------------------------------------------------------------------------
+    def _run(self, x, batch_sizes, h0):
+        """All layers over packed rows x (R, I); returns rows (R, D*H), the final states
+        written into h0 (D*layers, N, H)."""
+        return self._stack.forward(self._layer_weights, x, batch_sizes, h0,
+                                   dropout=self._dropout_in_use())
 
     def vjp(self, input, hx=None):
         """The forward pass, exactly as ``self(input, hx)``, and its vector-Jacobian product.
 
         Returns ``(output, h_n), backward``: output and h_n as forward returns them (the
         module's current mode: in training mode, the dropout mask drawn for this pass is the
-        one its backward uses), and ``backward(grad_output=None, grad_h_n=None)``, which
-        returns the gradients of sum(output * grad_output) + sum(h_n * grad_h_n) as a dict:
-        "input" (shaped like input; like input.data for a PackedSequence), "hx" (shaped like
-        hx, also when hx is None), then each parameter by its state_dict name, in state_dict
-        order. See cgru._backward.Backward.
+        one its backward uses), and ``backward(grad_output=None, grad_h_n=None, *,
+        input_grad=True)``, which returns the gradients of sum(output * grad_output) +
+        sum(h_n * grad_h_n) as a dict: "input" (shaped like input; like input.data for a
+        PackedSequence; left out, and not computed, with ``input_grad=False``), "hx" (shaped
+        like hx, also when hx is None), then each parameter by its state_dict name, in
+        state_dict order. See cgru._nn.tape.Backward.
 
         backward may be called any number of times and from any thread; it uses the weights
         of this forward pass even if the module's parameters change meanwhile. What it keeps
@@ -230,63 +234,17 @@ class GRU(SequenceCall, ParameterModule):
         layer (plus a dropout mask of D*H values per row below the last layer in training
         mode with dropout), where R = L*N, or sum(lengths) when packed.
         """
-        if isinstance(input, PackedSequence):
-            x, batch_sizes, sorted_indices, unsorted_indices = check_packed(input, self._dtype)
-            if x.ndim != 2:
-                raise ValueError(f"GRU: Expected packed data to be 2D (sum(lengths), "
-                                 f"input_size), got {x.ndim}D instead")
-            batch = int(batch_sizes[0])
-            self._check_input(len(batch_sizes), batch, x.shape[1])
-            if x is input.data:
-                x = x.copy()        # the tape must not see later edits of the caller's array
-            layout = PackedLayout(batch_sizes, sorted_indices, unsorted_indices)
-            h0 = self._initial_state(hx, batch, batched=True)
-            h0 = np.ascontiguousarray(layout.state_to_kernel(h0))
-        else:
-            x = as_float_array(input, "input", self._dtype)
-            if x.ndim not in (2, 3):
-                raise ValueError(f"GRU: Expected input to be 2D or 3D, got {x.ndim}D instead")
-            batched = x.ndim == 3
-            seq_len, batch = (x.shape[1], x.shape[0]) if batched and self.batch_first else \
-                (x.shape[0], x.shape[1] if batched else 1)
-            self._check_input(seq_len, batch, x.shape[-1])
-            layout = DenseLayout(seq_len, batch, batched, self.batch_first)
-            h0 = self._initial_state(hx, batch, batched)      # (D*layers, N, H) always
-            x = layout.to_rows(x)
-            batch_sizes = dense_batch_sizes(seq_len, batch)
-        dropout_mask = self._dropout_mask if self.training and self._dropout > 0 else None
-        rows, tape = self._stack.run_saving(self._packed, x, batch_sizes, h0, dropout_mask)
+        call = self._prepare(input, hx, private_rows=True)
+        tape = []
+        rows = self._stack.forward(self._layer_weights, call.rows, call.batch_sizes, call.h0,
+                                   dropout=self._dropout_in_use(), tape=tape)
         names = [[self._parameter_names(layer, d) + [None] * (2 * (not self._bias))
                   for d in range(self.num_directions)] for layer in range(self._num_layers)]
-        backward = Backward(self._stack, tape, batch_sizes, layout, names, self._input_size)
-        output = layout.from_rows(rows.copy())      # the tape keeps rows
-        h_n = layout.state_from_kernel(h0)
-        if isinstance(layout, PackedLayout):
-            output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
-            h_n = np.ascontiguousarray(h_n)
-        return (output, h_n), backward
+        backward = Backward(self._stack, tape, call.batch_sizes, call.layout, names)
+        return call.layout.outputs(rows.copy(), call.h0), backward     # (the tape keeps rows)
 
-    def _dropout_mask(self, shape):
-        """The factor inverted dropout multiplies rows by: 0 with probability p, else
-        1 / (1 - p); the same draws as _dropout_rows makes."""
-        p = self._dropout
-        if p >= 1:
-            return np.zeros(shape, dtype=self._dtype)
-        keep = self._rng.random(shape, dtype=self._dtype) >= p
-        return keep * self._dtype.type(1.0 / (1.0 - p))
-
-    def _run(self, x, batch_sizes, h0):
-        """All layers over packed rows x (R, I); returns (rows (R, D*H), h_n (D*layers, N, H))."""
-        dropout = self._dropout_rows if self.training and self._dropout > 0 else None
-        rows = self._stack.run(self._packed, x, batch_sizes, h0, dropout)
-        return rows, h0     # h0 was a private copy: the kernel wrote the final states into it
-
-    def _dropout_rows(self, rows):
-        """Inverted dropout: zero with probability p, scale survivors by 1 / (1 - p)."""
-        p = self._dropout
-        if p >= 1:
-            return np.zeros_like(rows)
-        keep = self._rng.random(rows.shape, dtype=self._dtype) >= p
-        rows *= keep
-        rows *= self._dtype.type(1.0 / (1.0 - p))
-        return rows
+    def _dropout_in_use(self):
+        """None, or shape -> the mask inverted dropout multiplies a layer's output rows by."""
+        if not (self.training and self._dropout > 0):
+            return None
+        return lambda shape: dropout_mask(self._rng, self._dropout, shape, self._dtype)

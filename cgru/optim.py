@@ -29,8 +29,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._checks import to_numpy
-from ._module import ParameterModule, assign_parameters
+from ._nn.checks import to_numpy
+from ._nn.parameters import ParameterModule, assign_parameters
 
 __all__ = ["SGD", "Adam", "AdamW"]
 

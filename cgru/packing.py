@@ -10,10 +10,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import _rows
-from ._checks import to_numpy
-from ._recycle import recycled_empty
-from ._threads import get_num_threads
+from ._engine import recycled_empty, rows
+from ._nn.checks import to_numpy
 
 __all__ = ["PackedSequence", "pack_padded_sequence", "pad_packed_sequence", "pack_sequence",
            "pad_sequence", "unpack_sequence", "unpad_sequence"]
@@ -70,10 +68,7 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
         lengths = lengths[sorted_indices]
     batch_sizes = _batch_sizes(lengths)
     data = recycled_empty((int(lengths.sum()),) + padded.shape[2:], padded.dtype)
-    _rows.pack_rows(_byte_rows(np.ascontiguousarray(padded), max_len * batch), batch_sizes,
-                    _NO_PERMUTATION if sorted_indices is None else sorted_indices,
-                    bool(batch_first), _byte_rows(data, data.shape[0]),
-                    _copy_threads(data.nbytes))
+    rows.pack_padded_rows(padded, batch_sizes, sorted_indices, batch_first, data)
     return PackedSequence(data, batch_sizes, sorted_indices)
 
 
@@ -100,10 +95,7 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
     padded = recycled_empty(((batch, max_len) if batch_first else (max_len, batch)) + trailing,
                             data.dtype)
     fill = _padding_fill(padding_value, trailing, data.dtype)
-    _rows.pad_rows(_byte_rows(np.ascontiguousarray(data), data.shape[0]), batch_sizes,
-                   _NO_PERMUTATION if unsorted is None else unsorted, bool(batch_first),
-                   _byte_rows(fill, 1)[0], _byte_rows(padded, max_len * batch),
-                   _copy_threads(padded.nbytes))
+    rows.pad_packed_rows(data, batch_sizes, unsorted, batch_first, fill, padded)
     if unsorted is not None:
         lengths = lengths[unsorted]
     return padded, lengths
@@ -142,13 +134,10 @@ def pack_sequence(sequences, enforce_sorted=True):
     if sorted_indices is not None:
         lengths = lengths[sorted_indices]
     dtype = np.result_type(*arrays)
-    rows = [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
     data = recycled_empty((int(lengths.sum()),) + arrays[0].shape[1:], dtype)
     batch_sizes = _batch_sizes(lengths)
-    if data.nbytes:
-        _rows.pack_list_rows([_byte_rows(r, r.shape[0]) for r in rows], batch_sizes,
-                             _NO_PERMUTATION if sorted_indices is None else sorted_indices,
-                             _byte_rows(data, data.shape[0]), _copy_threads(data.nbytes))
+    rows.pack_list_rows([np.ascontiguousarray(a, dtype=dtype) for a in arrays], batch_sizes,
+                        sorted_indices, data)
     return PackedSequence(data, batch_sizes, sorted_indices)
 
 
@@ -156,7 +145,6 @@ def unpack_sequence(packed_sequences):
     """The list of sequences (L_i, *) in a PackedSequence, in the caller's batch order (each
     gathered straight from the packed rows: no padded batch between)."""
     data, batch_sizes, sorted_indices, _ = check_packed(packed_sequences)
-    data = np.ascontiguousarray(data)
     # rank b runs while batch_sizes[t] > b: its length is the number of such steps
     lengths_by_rank = np.searchsorted(-batch_sizes, -np.arange(int(batch_sizes[0])),
                                       side="left")
@@ -164,11 +152,7 @@ def unpack_sequence(packed_sequences):
         _invert_permutation(sorted_indices)
     sequences = [np.empty((int(lengths_by_rank[r]),) + data.shape[1:], dtype=data.dtype)
                  for r in ranks]
-    if data.nbytes:
-        _rows.unpack_list_rows(_byte_rows(data, data.shape[0]), batch_sizes,
-                               _NO_PERMUTATION if sorted_indices is None else sorted_indices,
-                               [_byte_rows(s, s.shape[0]) for s in sequences],
-                               _copy_threads(data.nbytes))
+    rows.unpack_list_rows(data, batch_sizes, sorted_indices, sequences)
     return sequences
 
 
@@ -313,19 +297,6 @@ def _padding_fill(value, shape, dtype):
 
 
 # the identity permutation, for the row copies
-_NO_PERMUTATION = np.empty(0, dtype=np.int64)
-
-
-def _byte_rows(array, n_rows):
-    """A C-contiguous array as (n_rows, bytes per row) uint8, for the compiled row copies."""
-    return array.reshape(n_rows, -1).view(np.uint8)
-
-
-def _copy_threads(nbytes):
-    # below about 1 MB, opening a parallel region costs more than the copy
-    return get_num_threads() if nbytes >= 1 << 20 else 1
-
-
 def _batch_sizes(sorted_lengths):
     """Sequences still running at each step: those longer than it (lengths non-increasing)."""
     ascending = sorted_lengths[::-1]

@@ -19,25 +19,11 @@ and the outputs):
 """
 import numpy as np
 
-from ._checks import check_size
-from ._forward import SequenceCall, StepCall
-from ._quant_layout import (check_precision, dequantize, pack_quant_layer, quantize_int8_rows,
-                            to_bfloat16)
-from ._run import PANEL_MAX_ROWS, LayerStack, dense_batch_sizes
-
-# Tiles of at most this many rows multiply by the stored W_hh panels, larger ones by BLAS on
-# W_hh widened to float32 once per call. bfloat16, AVX2 (AMD EPYC Zen 2), 1 thread, panels
-# against BLAS interleaved in one process: S4 (32-row tiles) 13.8 / 14.5 ms, S8 (64) 56.8 /
-# 61.1, S5 (64) 396 / 405, S6 (256) 949 / 873; with AVX-512's 8-row block, float32's limit.
-# int8: the panels always (they beat sgemm on the per-step product), so that the result never
-# depends on the tile size (the thread count, the batch).
-QUANT_PANEL_MAX_ROWS = {"bfloat16": max(PANEL_MAX_ROWS, 64), "int8": 1 << 30}
-# int8 input projections: False runs them as float32 sgemm through the dequantized weights (the
-# inputs not rounded), True as int8 products (pmaddwd panels) on inputs quantized per row like
-# h. On AVX2 (AMD EPYC Zen 2, no VNNI; interleaved in one process, 1 thread) int8 products were
-# barely faster (S4 1.01x, S5 1.02x, S6 1.08x) and doubled the error against float32 (S6 2.0e-2
-# against 8.4e-3): not worth it without VNNI.
-INT8_INPUT_PRODUCTS = False
+from . import _npz
+from ._engine import (LayerStack, check_precision, dequantize, pack_quant_layer,
+                      quantize_int8_rows, to_bfloat16)
+from ._nn.checks import check_size
+from ._nn.inputs import SequenceCall, StepCall
 
 
 def _quantize_state(state, precision):
@@ -85,8 +71,7 @@ class _Quantized:
             biases = ((w["bias_ih" + prefix], w["bias_hh" + prefix]) if self._bias
                       else (None, None))
             directions.append((weights, scales, biases))
-        return pack_quant_layer(directions, self._hidden_size, self._precision,
-                                INT8_INPUT_PRODUCTS and self._precision == "int8")
+        return pack_quant_layer(directions, self._hidden_size, self._precision)
 
     def state_dict(self):
         """A dict of copies of the stored arrays: weights as uint16 bfloat16 bits or int8
@@ -123,12 +108,13 @@ class _Quantized:
 
     def save(self, path):
         """Write the configuration, precision and stored weights to one .npz (cgru.load)."""
-        from .persist import save
-        save(self, path)
+        _npz.write(path, type(self).__name__, self._config(), self.state_dict())
 
     @classmethod
-    def _from_saved(cls, config, weights):
-        """The module from _config() and state_dict(), checking every name, shape and dtype."""
+    def from_stored(cls, config, weights):
+        """The module from a saved configuration (its constructor's keywords and precision)
+        and stored arrays (state_dict()'s), checking every name, shape and dtype: how
+        cgru.load and GRU.from_torch build one."""
         config = dict(config)
         precision = check_precision(config.pop("precision", None))
         module = cls._blank(precision, **config)
@@ -255,10 +241,9 @@ class QuantizedGRU(SequenceCall, _Quantized):
         return f"QuantizedGRU({', '.join(args)})"
 
     def _run(self, x, batch_sizes, h0):
-        """All layers over packed rows x (R, I); returns (rows (R, D*H), h_n (D*layers, N, H))."""
-        rows = self._stack.run_quantized(self._layers, x, batch_sizes, h0,
-                                         QUANT_PANEL_MAX_ROWS[self._precision])
-        return rows, h0     # h0 was a private copy: the kernel wrote the final states into it
+        """All layers over packed rows x (R, I); returns rows (R, D*H), the final states
+        written into h0 (D*layers, N, H)."""
+        return self._stack.forward(self._layers, x, batch_sizes, h0, precision=self._precision)
 
 
 class QuantizedGRUCell(StepCall, _Quantized):
@@ -315,11 +300,11 @@ class QuantizedGRUCell(StepCall, _Quantized):
         return (f"QuantizedGRUCell({self._input_size}, {self._hidden_size}{extra}, "
                 f"precision={self._precision!r})")
 
-    def _run_step(self, x, h):
-        return self._stack.run_quantized(self._layers, x, dense_batch_sizes(1, x.shape[0]), h,
-                                         QUANT_PANEL_MAX_ROWS[self._precision])
+    def _run(self, x, batch_sizes, h):
+        """One step of rows x (N, I) from h (1, N, H); returns h' (N, H)."""
+        return self._stack.forward(self._layers, x, batch_sizes, h, precision=self._precision)
 
 
 def _restore(cls, config, state):
-    return cls._from_saved(config, state)
+    return cls.from_stored(config, state)
 

@@ -35,7 +35,7 @@ import cgru
 from cgru.optim import Adam
 
 from ._sequences import check_sequences
-from ._threads import worker_threads_context
+from ._engine import worker_threads_context
 
 __all__ = ["GRUClassifier", "GRURegressor", "GRUTransformer"]
 

@@ -4,7 +4,7 @@ tests/race_check.sh runs this under ThreadSanitizer (with LLVM's Archer tool for
 also runs on any ordinary build (`python tests/race_driver.py`, from the tests folder or with
 an installed cgru), where it is a plain check that threaded calls give the serial results.
 
-Regions and how each is reached (the size thresholds of cgru/_run.py are forced per
+Regions and how each is reached (the size thresholds of cgru/_engine/policy.py are forced per
 configuration, as tests/test_kernel_paths.py does, so that tiny inputs take every path):
     pyx/_gru.pxi          _run_layer's `parallel` region: dense and packed forward (the fused
                           projection or block GEMMs; panel or BLAS recurrent products; sequences
@@ -37,12 +37,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)            # tests/reference.py, tests/reference_grad.py
 
 import cgru  # noqa: E402
-from cgru import _run, packing, quantized  # noqa: E402
-from cgru._threads import get_num_threads  # noqa: E402
+from cgru import packing, quantized  # noqa: E402
+from cgru._engine import policy  # noqa: E402
+from cgru import get_num_threads  # noqa: E402
 from reference import gru_reference  # noqa: E402
 from reference_grad import gru_cell_reference_vjp, gru_reference_vjp  # noqa: E402
 
-# name: the cgru/_run.py thresholds it sets. FUSE_MIN_ROWS = 1 lets batch 1 fuse too;
+# name: the cgru/_engine/policy.py thresholds it sets. FUSE_MIN_ROWS = 1 lets batch 1 fuse too;
 # PROJECTION_/BACKWARD_WORKSPACE_BYTES = 1 makes every step its own block (the most barriers).
 BIG = 10**6
 CONFIGS = {
@@ -80,28 +81,28 @@ REFERENCE_TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-10}
 # rounding that depends on the rows a thread has) can move a quantized value by one step
 QUANT_TOL = {"bfloat16": 5e-6, "int8": 5e-3}
 
-DEFAULTS = {name: getattr(_run, name) for name in
+DEFAULTS = {name: getattr(policy, name) for name in
             ("FUSE_MAX_ROWS", "FUSE_MIN_ROWS", "PANEL_MAX_ROWS", "MIN_ROWS_PER_THREAD",
              "PROJECTION_WORKSPACE_BYTES", "BACKWARD_WORKSPACE_BYTES",
              "MIN_FLOPS_FOR_THREADS")}
 
 
 def configure(config, hidden, batch, itemsize):
-    """Set cgru/_run.py's thresholds for one configuration (and every call threaded)."""
+    """Set cgru/_engine/policy.py's thresholds for one configuration (and every call threaded)."""
     for name, value in DEFAULTS.items():
-        setattr(_run, name, value)
-    _run.MIN_FLOPS_FOR_THREADS = 0          # tiny calls run threaded too
-    _run.FUSE_MIN_ROWS = 1
+        setattr(policy, name, value)
+    policy.MIN_FLOPS_FOR_THREADS = 0          # tiny calls run threaded too
+    policy.FUSE_MIN_ROWS = 1
     # bfloat16 tiles on the stored panels or on BLAS as the float configuration's; int8 always
     # on its panels (cgru/quantized.py)
-    quantized.QUANT_PANEL_MAX_ROWS["bfloat16"] = config.get("PANEL_MAX_ROWS",
+    policy.QUANT_PANEL_MAX_ROWS["bfloat16"] = config.get("PANEL_MAX_ROWS",
                                                             DEFAULTS["PANEL_MAX_ROWS"])
     for name, value in config.items():
         if name == "STEPS_PER_BLOCK":       # workspace bytes giving blocks of that many steps
-            _run.PROJECTION_WORKSPACE_BYTES = value * 3 * hidden * itemsize * batch
-            _run.BACKWARD_WORKSPACE_BYTES = value * 7 * hidden * itemsize * batch
+            policy.PROJECTION_WORKSPACE_BYTES = value * 3 * hidden * itemsize * batch
+            policy.BACKWARD_WORKSPACE_BYTES = value * 7 * hidden * itemsize * batch
         else:
-            setattr(_run, name, value)
+            setattr(policy, name, value)
 
 
 def scaled_error(actual, expected):
@@ -211,9 +212,9 @@ def quantized_modules(gru, cell):
         for name, precision, int8_inputs in (("bfloat16", "bfloat16", False),
                                              ("int8", "int8", False),
                                              ("int8, int8 inputs", "int8", True)):
-            quantized.INT8_INPUT_PRODUCTS = int8_inputs
+            policy.INT8_INPUT_PRODUCTS = int8_inputs
             made[name] = (gru.quantize(precision), cell.quantize(precision))
-        quantized.INT8_INPUT_PRODUCTS = False
+        policy.INT8_INPUT_PRODUCTS = False
         _QUANTIZED.clear()
         _QUANTIZED[key] = made
     return _QUANTIZED[key]

@@ -42,7 +42,7 @@ import numpy as np
 
 import cgru
 import cgru.optim
-from cgru import _recycle
+from cgru._engine import recycle as _recycle
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 MB = 1 << 20

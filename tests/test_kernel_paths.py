@@ -1,6 +1,6 @@
 """Every path through the kernel gives the reference's results: the input projection fused into
 the step or done by block GEMMs, the recurrent product from panels or from BLAS, rows or hidden
-units split across threads. The size thresholds in cgru/_run.py pick one per call; here each
+units split across threads. The size thresholds in cgru/_engine/policy.py pick one per call; here each
 combination is forced on the same inputs."""
 import itertools
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cgru
-from cgru import _run
+from cgru._engine import policy
 from conftest import assert_close
 from reference import gru_reference
 from reference_grad import assert_grads_close, gru_reference_vjp
@@ -25,10 +25,10 @@ PATHS = {  # name: (FUSE_MAX_ROWS, PANEL_MAX_ROWS, MIN_ROWS_PER_THREAD)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_paths_match_reference(monkeypatch, rng, path, dtype):
     fuse, panel, min_rows = PATHS[path]
-    monkeypatch.setattr(_run, "FUSE_MAX_ROWS", fuse)
-    monkeypatch.setattr(_run, "FUSE_MIN_ROWS", 1)
-    monkeypatch.setattr(_run, "PANEL_MAX_ROWS", panel)
-    monkeypatch.setattr(_run, "MIN_ROWS_PER_THREAD", min_rows)
+    monkeypatch.setattr(policy, "FUSE_MAX_ROWS", fuse)
+    monkeypatch.setattr(policy, "FUSE_MIN_ROWS", 1)
+    monkeypatch.setattr(policy, "PANEL_MAX_ROWS", panel)
+    monkeypatch.setattr(policy, "MIN_ROWS_PER_THREAD", min_rows)
     for (batch, hidden, bidirectional), threads in itertools.product(
             [(1, 20, False), (7, 33, True), (19, 16, False)], [1, 2, 3]):
         gru = cgru.GRU(5, hidden, 2, bidirectional=bidirectional, dtype=dtype, seed=batch)
@@ -51,10 +51,10 @@ def test_paths_match_reference(monkeypatch, rng, path, dtype):
 def test_many_blocks_with_changing_slices(monkeypatch, rng, fuse):
     # One-step projection blocks with varied lengths re-balance the sequences among threads at
     # every block: a thread must never read a state that another thread has not written yet.
-    monkeypatch.setattr(_run, "PROJECTION_WORKSPACE_BYTES", 1)
-    monkeypatch.setattr(_run, "FUSE_MAX_ROWS", fuse)
-    monkeypatch.setattr(_run, "FUSE_MIN_ROWS", 1)
-    monkeypatch.setattr(_run, "MIN_ROWS_PER_THREAD", 1)
+    monkeypatch.setattr(policy, "PROJECTION_WORKSPACE_BYTES", 1)
+    monkeypatch.setattr(policy, "FUSE_MAX_ROWS", fuse)
+    monkeypatch.setattr(policy, "FUSE_MIN_ROWS", 1)
+    monkeypatch.setattr(policy, "MIN_ROWS_PER_THREAD", 1)
     gru = cgru.GRU(3, 64, bidirectional=True, dtype=np.float64, seed=0)
     lengths = np.sort(rng.integers(1, 60, size=48))[::-1]
     x = rng.standard_normal((int(lengths[0]), 48, 3))
@@ -88,10 +88,10 @@ def test_a_rows_result_does_not_depend_on_its_position(monkeypatch, rng, path, d
     # same order, so shuffling the batch (which moves rows between full and partial blocks and
     # between threads) only shuffles the result. scikit-learn's estimator checks rely on it.
     fuse, panel, min_rows = PATHS[path]
-    monkeypatch.setattr(_run, "FUSE_MAX_ROWS", fuse)
-    monkeypatch.setattr(_run, "FUSE_MIN_ROWS", 1)
-    monkeypatch.setattr(_run, "PANEL_MAX_ROWS", panel)
-    monkeypatch.setattr(_run, "MIN_ROWS_PER_THREAD", min_rows)
+    monkeypatch.setattr(policy, "FUSE_MAX_ROWS", fuse)
+    monkeypatch.setattr(policy, "FUSE_MIN_ROWS", 1)
+    monkeypatch.setattr(policy, "PANEL_MAX_ROWS", panel)
+    monkeypatch.setattr(policy, "MIN_ROWS_PER_THREAD", min_rows)
     for (batch, hidden, inputs), threads in itertools.product(
             [(13, 64, 8), (37, 20, 3), (23, 128, 40)], [1, 2]):
         gru = cgru.GRU(inputs, hidden, dtype=dtype, seed=batch)
@@ -123,8 +123,8 @@ def test_backward_paths_match_reference(monkeypatch, rng, path, dtype):
     # The backward's recurrent product from panels or BLAS, its weight gradients over one block
     # or one block per step (two barriers each), on 1 to 3 threads.
     panel, workspace = BACKWARD_PATHS[path]
-    monkeypatch.setattr(_run, "PANEL_MAX_ROWS", panel)
-    monkeypatch.setattr(_run, "BACKWARD_WORKSPACE_BYTES", workspace)
+    monkeypatch.setattr(policy, "PANEL_MAX_ROWS", panel)
+    monkeypatch.setattr(policy, "BACKWARD_WORKSPACE_BYTES", workspace)
     tol = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}[np.dtype(dtype)]
     for (batch, hidden, bidirectional), threads in itertools.product(
             [(1, 20, False), (7, 49, True), (19, 16, False)], [1, 2, 3]):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import cgru
-from cgru import _recycle
-from cgru._recycle import recycled_empty
+from cgru._engine import recycle as _recycle
+from cgru._engine.recycle import recycled_empty
 
 SCRIPT = """
 import json, resource, sys

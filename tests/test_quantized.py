@@ -12,7 +12,7 @@ import pytest
 
 import cgru
 from cgru import _engine
-from cgru._quant_layout import from_bfloat16, quantize_int8_rows, to_bfloat16
+from cgru._engine import from_bfloat16, policy, quantize_int8_rows, to_bfloat16
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 BOUND = {"bfloat16": 2e-2, "int8": 5e-2}      # max abs error against float32 (the contract)
@@ -153,7 +153,7 @@ def _int8_reference(module, x, h0, int8_inputs=False):
 @pytest.fixture(params=[False, True], ids=["sgemm-inputs", "int8-inputs"])
 def int8_inputs(request, monkeypatch):
     """Both int8 input projections: float32 sgemm (the default) and int8 products."""
-    monkeypatch.setattr(cgru.quantized, "INT8_INPUT_PRODUCTS", request.param)
+    monkeypatch.setattr(policy, "INT8_INPUT_PRODUCTS", request.param)
     return request.param
 
 
@@ -401,7 +401,7 @@ def _fixture_module(name):
         config.pop("torch")
         stored = {k[len("param/"):]: data[k] for k in data.files if k.startswith("param/")}
         arrays = {k: data[k] for k in data.files if k != "config" and "/" not in k}
-    return cgru.QuantizedGRU._from_saved(config, stored), arrays
+    return cgru.QuantizedGRU.from_stored(config, stored), arrays
 
 
 # Against PyTorch's dynamic int8 GRU, which also quantizes its inputs and h per tensor

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import cgru
-from cgru._engine import kernel
-from cgru._blas_threads import _controller
+from cgru._engine import blas_controller, kernel
 
 
 def test_openmp_compiled_in():
@@ -104,7 +103,7 @@ def test_many_python_threads_on_one_module(rng):
 
 
 def test_blas_thread_count_restored_after_call(rng):
-    blas = _controller()
+    blas = blas_controller()
     if blas is None:
         pytest.skip("BLAS is not a scipy OpenBLAS")
     before = blas.get()

@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from ._aligned import ALIGNMENT, aligned_empty
-from ._engine import kernel
+from .aligned import ALIGNMENT, aligned_empty
+from .isa import kernel
 
 UNIT_BLOCK = kernel.UNIT_BLOCK
 PANEL_WIDTH = kernel.PANEL_WIDTH
@@ -118,7 +118,7 @@ def pack_layer(directions, hidden_size, dtype):
     return kernel.LayerWeights(w_ih, ih_panels, w_hh, hh_panels, bias_gi, bias_hn, back)
 
 
-def _aligned_stack(parts, dtype):
+def aligned_stack(parts, dtype):
     """np.stack(parts) as one aligned C-contiguous array, written once."""
     out = aligned_empty((len(parts),) + parts[0].shape, dtype)
     for d, part in enumerate(parts):

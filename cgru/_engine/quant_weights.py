@@ -7,8 +7,9 @@ bfloat16 as uint16 bits (3H, K); int8 as int8 values (3H, K) with one float32 sc
 """
 import numpy as np
 
-from ._engine import kernel
-from ._layout import _aligned_stack, gate_column_order, weight_panels
+from . import policy
+from .isa import kernel
+from .weights import aligned_stack, gate_column_order, weight_panels
 
 PRECISIONS = ("bfloat16", "int8")
 MODES = {"bfloat16": 1, "int8": 2}     # QuantLayerWeights.mode
@@ -72,14 +73,15 @@ def _column_scales(scale):
     return scale[order], panels.reshape(panels.shape[0], -1)
 
 
-def pack_quant_layer(directions, hidden_size, precision, int8_projection=False):
-    """One layer's stored weights in the kernel's layout (QuantLayerWeights).
-    int8_projection (int8 only): input projections by int8 products on quantized inputs, not
-    float32 sgemm through the widened weights.
+def pack_quant_layer(directions, hidden_size, precision):
+    """One layer's stored weights in the kernel's layout (QuantLayerWeights). With int8 and
+    policy.INT8_INPUT_PRODUCTS, the input projections are laid out for int8 products on
+    quantized inputs, else for float32 sgemm through the widened weights.
 
     directions: per direction, (w_ih (3H, I), w_hh (3H, H)) stored (uint16 bits or int8),
     (s_ih (3H,), s_hh (3H,)) int8 scales or None, and (b_ih, b_hh) float32 (3H,) or None.
     """
+    int8_projection = policy.INT8_INPUT_PRODUCTS and precision == "int8"
     order = gate_column_order(hidden_size)
     h = hidden_size
     parts = [[] for _ in range(11)]
@@ -108,6 +110,6 @@ def pack_quant_layer(directions, hidden_size, precision, int8_projection=False):
     if not int8_projection:
         parts[10] = [np.zeros(1, np.int8)]     # one zero, not a panel: sgemm projections
     return kernel.QuantLayerWeights(
-        MODES[precision], *(_aligned_stack(p, p[0].dtype) for p in parts[:10]),
-        _aligned_stack(parts[10], np.int8) if int8_projection else parts[10][0])
+        MODES[precision], *(aligned_stack(p, p[0].dtype) for p in parts[:10]),
+        aligned_stack(parts[10], np.int8) if int8_projection else parts[10][0])
 

@@ -7,7 +7,7 @@ and comparisons); asking for one the CPU cannot run is an error, not a crash.
 import importlib
 import os
 
-from . import _cpu
+from .. import _cpu
 
 ISAS = ("avx512", "avx2", "baseline")   # preferred first
 

@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from ._aligned import ALIGNMENT, SMALL_BYTES, aligned_empty
+from .aligned import ALIGNMENT, SMALL_BYTES, aligned_empty
 
 # Smaller arrays come from NumPy: their faults are few, and a lease costs about 2 us.
 RECYCLE_MIN_BYTES = 1 << 20

@@ -1,6 +1,8 @@
 """PyTorch <-> cgru: configuration and weights of nn.GRU and nn.GRUCell (torch imported lazily)."""
 import numpy as np
 
+from ..quantized import QuantizedGRU
+
 
 def _require_torch(what):
     try:
@@ -45,7 +47,6 @@ def _from_dynamic_quantized(module, torch):
     scales as they are: a per-tensor scale becomes the same scale on every row, per-channel
     scales are per row already. Zero points must be 0 (quantize_dynamic's qint8 weights are
     symmetric); anything else is a ValueError. The float biases are kept."""
-    from .quantized import QuantizedGRU
     if module.dtype != torch.qint8:
         raise ValueError(f"GRU.from_torch supports dynamic quantized GRUs with qint8 weights, "
                          f"got {module.dtype} (use the float module and GRU.quantize)")
@@ -74,7 +75,7 @@ def _from_dynamic_quantized(module, torch):
                   batch_first=module.batch_first, dropout=float(module.dropout),
                   bidirectional=module.bidirectional, precision="int8")
     try:
-        return QuantizedGRU._from_saved(config, stored)
+        return QuantizedGRU.from_stored(config, stored)
     except KeyError as error:
         raise ValueError(f"GRU.from_torch: unexpected weights in {type(module).__name__}: "
                          f"{error}") from None

@@ -1,11 +1,12 @@
-"""What GRU and GRUCell share: parameters by PyTorch name, state_dict, train/eval."""
+"""What GRU and GRUCell share: parameters by PyTorch name, state_dict, train/eval, save."""
 import warnings
 from collections import namedtuple
 from collections.abc import Mapping
 
 import numpy as np
 
-from ._checks import to_numpy
+from .. import _npz
+from .checks import to_numpy
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
@@ -60,8 +61,7 @@ class ParameterModule:
 
     def save(self, path):
         """Write the configuration and weights to one .npz file (see cgru.load)."""
-        from .persist import save
-        save(self, path)
+        _npz.write(path, type(self).__name__, self._config(), self.state_dict())
 
     def __dir__(self):
         return sorted(set(super().__dir__()) | set(self._params or ()))

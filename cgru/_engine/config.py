@@ -1,10 +1,10 @@
 """Build and runtime configuration, for bug reports and `cgru info`."""
 import sys
 
-from ._engine import available_isas, kernel
-from ._blas_threads import describe_blas
-from ._threads import get_num_threads
-from ._version import __version__
+from .isa import available_isas, kernel
+from .blas_threads import describe_blas
+from .threads import get_num_threads
+from .._version import __version__
 
 
 def config():

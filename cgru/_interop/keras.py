@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from ._onnx_interop import torch_gate_order   # z|r|h -> r|z|n, shared with ONNX
+from .onnx import torch_gate_order   # z|r|h -> r|z|n, shared with ONNX
 
 
 def _check_layer_config(config, what):

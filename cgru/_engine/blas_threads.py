@@ -79,7 +79,8 @@ _active_calls = 0
 _saved_threads = None
 
 
-def _controller():
+def blas_controller():
+    """The OpenBLAS of scipy.linalg.cython_blas (found once), or None."""
     global _blas, _searched
     if not _searched:
         _blas = find_openblas()
@@ -89,7 +90,7 @@ def _controller():
 
 def describe_blas():
     """A one-line description of the BLAS that cgru's kernels call."""
-    blas = _controller()
+    blas = blas_controller()
     if blas is not None:
         return blas.describe()
     try:
@@ -106,7 +107,7 @@ def describe_blas():
 def blas_single_threaded():
     """Hold the BLAS at one thread for the duration of the block (re-entrant, thread-safe)."""
     global _active_calls, _saved_threads
-    blas = _controller()
+    blas = blas_controller()
     if blas is None:
         with _threadpoolctl_limit():
             yield

@@ -1,0 +1,34 @@
+"""The engine: the only Python that imports the compiled kernel (pyx/), and the one policy.
+
+    isa.py            which compiled build of the kernel runs on this CPU
+    policy.py         every threshold, and `plan`: what one call tells the kernel
+    stack.py          LayerStack: forward (plain, with a tape, reduced precision) and backward
+    weights.py        float weights in the kernel's layout; gradients back to PyTorch's
+    quant_weights.py  bfloat16 / int8 weights in the kernel's layout
+    rows.py           the packing utilities' compiled row copies
+    threads.py        the thread count (set_num_threads, use_threads)
+    blas_threads.py   keeping scipy's OpenBLAS single-threaded while our threads run
+    recycle.py, aligned.py  memory for results and weights
+    config.py         show_config
+
+The names below are the engine's interface to the layers above it (cgru/_nn, the modules,
+services and faces); they import from `cgru._engine`, never from its files.
+"""
+from .blas_threads import blas_controller, describe_blas, find_openblas
+from .config import config, show_config
+from .isa import available_isas, kernel
+from .quant_weights import (PRECISIONS, check_precision, dequantize, from_bfloat16,
+                            pack_quant_layer, quantize_int8_rows, to_bfloat16)
+from .recycle import recycled_empty
+from .stack import LayerStack, dense_batch_sizes, dropout_mask
+from .threads import (dask_worker_threads, get_num_threads, set_num_threads, usable_cores,
+                      use_threads, worker_threads_context)
+from .weights import pack_layer, unpack_layer_grads
+from . import rows
+
+__all__ = ["LayerStack", "PRECISIONS", "available_isas",
+           "blas_controller", "check_precision", "find_openblas", "config", "dask_worker_threads",
+           "dense_batch_sizes", "dequantize", "describe_blas", "dropout_mask", "from_bfloat16",
+           "get_num_threads", "kernel", "pack_layer", "pack_quant_layer", "quantize_int8_rows",
+           "recycled_empty", "rows", "set_num_threads", "show_config", "to_bfloat16",
+           "unpack_layer_grads", "usable_cores", "use_threads", "worker_threads_context"]

@@ -1,0 +1,176 @@
+"""Every decision the engine makes about a call, in one place: the thresholds (each names the
+measurement it came from) and `plan`, which turns a call's shape into what the kernel is told.
+
+The kernel (pyx/) executes a Plan and decides nothing itself beyond safety clamps. Forward,
+the forward of vjp, backward, the reduced-precision path and the packing copies all ask here.
+"""
+import contextlib
+from typing import NamedTuple
+
+from .blas_threads import blas_single_threaded
+from .isa import kernel
+from .threads import get_num_threads
+
+# -- forward -------------------------------------------------------------------------------------
+
+# The input projection of a layer is computed for a block of timesteps at a time, so the
+# workspace stays bounded however long the sequence: about this many bytes per direction.
+PROJECTION_WORKSPACE_BYTES = 4 << 20
+# Tiles of at most this many rows multiply by the register-blocked W_hh panels, larger ones by
+# a BLAS GEMM: on the development machine (AVX-512, 1 thread) the panels were 1.1-4.5x faster
+# than OpenBLAS from 2 to 128 rows at H = 256 and 512, 0.9-1.4x at H = 128, and (k-blocked,
+# projection fused) 3-5% faster at 256 rows, H = 512 (S6), where OpenBLAS spends 12% of its
+# time re-packing the weights on every call.
+# That holds where the register block is 8 rows (AVX-512). With AVX2's 2-row block (AMD EPYC
+# Zen 2, 1 thread), OpenBLAS won from 32 rows: S5 576 -> 333 ms and S6 915 -> 471 ms with 16
+# as the limit (and the fused projection below held to it), S2-S4 unchanged or faster.
+PANEL_MAX_ROWS = 256 if kernel.PANEL_ROWS_FLOAT >= 8 else 16
+# A team of threads splits the sequences when each thread gets at least this many (no barrier
+# per step), else the hidden units of every step (each thread keeps its slice of the weights,
+# and full 8-row register blocks, one barrier per step). 2 threads: S3 (4 rows each) units
+# 1.58 ms vs rows 1.84; S4 (16 rows each) rows 1.85 ms vs units 2.2; S8 rows 5.5 vs units 6.1.
+MIN_ROWS_PER_THREAD = 8
+# Batches of FUSE_MIN_ROWS to FUSE_MAX_ROWS sequences project their input step by step, in
+# registers, through the W_ih panels, instead of by one GEMM per block of steps: no projection
+# buffer (written, zeroed by BLAS and read back) and, when threads split sequences, no barrier
+# at all. Measured at H = 128 (1 thread): fused 40% slower at batch 1, even at 4, 5-10% faster
+# from 8 to 256 (one GEMM over all the steps of a batch-1 sequence beats 1-row products).
+FUSE_MIN_ROWS = 8
+FUSE_MAX_ROWS = min(256, PANEL_MAX_ROWS)
+# A block of steps whose input projection has at most this many rows per thread of its team
+# goes through the W_ih panels (one register block: one-step calls pay no BLAS call overhead),
+# more through one BLAS GEMM. Decided per block, for all its rows, so that every row of a
+# block is projected alike (a share of 8 rows by panels and one of 9 by BLAS would sum them in
+# different orders, and a row's result would depend on its place in the batch).
+PROJECTION_PANEL_ROWS = {"float32": kernel.PANEL_ROWS_FLOAT,
+                         "float64": getattr(kernel, "PANEL_ROWS_DOUBLE",
+                                            kernel.PANEL_ROWS_FLOAT)}
+# Below this much work a call runs on one thread: opening a parallel region costs about 2 us,
+# more than a one-step call's whole compute (S1: 9 us on 2 threads, 7 us on 1).
+MIN_FLOPS_FOR_THREADS = 1 << 20
+# OpenBLAS runs a GEMM on one thread when m * n * k is at most this (SMP_THRESHOLD_MIN *
+# GEMM_MULTITHREAD_THRESHOLD in its interface/gemm.c): calls whose GEMMs are all that small
+# need no thread limit, which saves two ctypes calls on one-step (streaming) calls.
+BLAS_SINGLE_THREAD_WORK = 65536 * 4
+
+# -- backward ------------------------------------------------------------------------------------
+
+# The backward pass works through blocks of steps whose dG_i, dG_h and h(t-1) rows (7H values a
+# row) take about this many bytes per direction: its weight-gradient GEMMs then have thousands
+# of rows (S6: 585, S5: 1170), while the workspace stays bounded however long the sequence.
+BACKWARD_WORKSPACE_BYTES = 8 << 20
+
+# -- reduced precision ---------------------------------------------------------------------------
+
+# Tiles of at most this many rows multiply by the stored W_hh panels, larger ones by BLAS on
+# W_hh widened to float32 once per call. bfloat16, AVX2 (AMD EPYC Zen 2), 1 thread, panels
+# against BLAS interleaved in one process: S4 (32-row tiles) 13.8 / 14.5 ms, S8 (64) 56.8 /
+# 61.1, S5 (64) 396 / 405, S6 (256) 949 / 873; with AVX-512's 8-row block, float32's limit.
+# int8: the panels always (they beat sgemm on the per-step product), so that the result never
+# depends on the tile size (the thread count, the batch).
+QUANT_PANEL_MAX_ROWS = {"bfloat16": max(PANEL_MAX_ROWS, 64), "int8": 1 << 30}
+# int8 input projections: False runs them as float32 sgemm through the dequantized weights (the
+# inputs not rounded), True as int8 products (pmaddwd panels) on inputs quantized per row like
+# h. On AVX2 (AMD EPYC Zen 2, no VNNI; interleaved in one process, 1 thread) int8 products were
+# barely faster (S4 1.01x, S5 1.02x, S6 1.08x) and doubled the error against float32 (S6 2.0e-2
+# against 8.4e-3): not worth it without VNNI.
+INT8_INPUT_PRODUCTS = False
+
+# -- packing -------------------------------------------------------------------------------------
+
+# Row copies of the packing utilities use threads from this many bytes: below about 1 MB,
+# opening a parallel region costs more than the copy.
+COPY_THREADS_MIN_BYTES = 1 << 20
+
+_NO_GUARD = contextlib.nullcontext()
+
+
+class StackShape(NamedTuple):
+    """What the policy needs to know about a stack of layers (fixed per module)."""
+    hidden: int
+    dirs: int
+    num_layers: int
+    dtype_name: str             # "float32" or "float64"
+    itemsize: int
+    flops_per_row: int          # forward multiply-adds x 2 of one row through every layer
+    gemm_work_per_row: int      # m * n * k per row of the widest input-projection GEMM
+    unit_blocks: int            # blocks of kernel.UNIT_BLOCK hidden units
+
+
+def stack_shape(input_size, hidden_size, num_layers, num_directions, dtype):
+    widest_input = max(input_size, num_directions * hidden_size, hidden_size)
+    return StackShape(
+        hidden_size, num_directions, num_layers, dtype.name, dtype.itemsize,
+        6 * hidden_size * (widest_input + hidden_size) * num_directions * num_layers,
+        3 * hidden_size * widest_input, -(-hidden_size // kernel.UNIT_BLOCK))
+
+
+class Plan(NamedTuple):
+    """What one call of the kernel is told (the same for every layer of the call).
+
+    n_threads:             OpenMP threads (the kernel clamps to the work available)
+    steps_per_block:       steps whose input projections share one workspace (forward) or
+                           whose gradients share one set of weight-gradient GEMMs (backward)
+    panel_max_rows:        tiles of at most this many rows multiply W_hh by the panels, else BLAS
+    projection_panel_rows: a block of steps whose input projection has at most this many rows
+                           per thread of its team uses the W_ih panels, else one BLAS GEMM
+    split_rows:            a direction's team splits the sequences (True) or the hidden units
+    fused:                 the input projection is computed inside each step from the panels
+    blas_guard:            a context manager that keeps BLAS single-threaded meanwhile
+    """
+    n_threads: int
+    steps_per_block: int
+    panel_max_rows: int
+    projection_panel_rows: int
+    split_rows: bool
+    fused: bool
+    blas_guard: object
+
+
+def plan(shape, rows, batch_sizes, *, task="forward", precision=None):
+    """The Plan of a call over `rows` packed rows with these batch_sizes ((L,) int64,
+    non-increasing, summing to rows).
+
+    task: "forward" (also the forward of vjp) or "backward"; precision: None for float
+    weights, else "bfloat16" or "int8" (forward only).
+    """
+    batch = int(batch_sizes[0])
+    n_steps = len(batch_sizes)
+    n_threads = get_num_threads() if rows * shape.flops_per_row >= MIN_FLOPS_FOR_THREADS else 1
+    if task == "backward":
+        steps_per_block = max(1, BACKWARD_WORKSPACE_BYTES // (7 * shape.hidden * shape.itemsize
+                                                             * batch))
+        gemm_rows = rows
+        panel_max_rows = PANEL_MAX_ROWS
+        fused = False
+    else:
+        # no more threads than a direction has sequences or unit blocks to share out
+        n_threads = min(n_threads, shape.dirs * max(batch, shape.unit_blocks))
+        steps_per_block = max(1, PROJECTION_WORKSPACE_BYTES // (3 * shape.hidden * shape.itemsize
+                                                               * batch))
+        panel_max_rows = PANEL_MAX_ROWS if precision is None else QUANT_PANEL_MAX_ROWS[precision]
+        gemm_rows = max(min(steps_per_block, n_steps) * batch,
+                        batch if batch > panel_max_rows else 0)
+        # the fused projection needs every tile on the panel path
+        fused = precision is None and FUSE_MIN_ROWS <= batch <= min(FUSE_MAX_ROWS, panel_max_rows)
+    guard = (blas_single_threaded() if gemm_rows * shape.gemm_work_per_row
+             > BLAS_SINGLE_THREAD_WORK else _NO_GUARD)
+    return Plan(n_threads, steps_per_block, panel_max_rows,
+                PROJECTION_PANEL_ROWS[shape.dtype_name],
+                _split_rows(shape, batch, n_threads), fused, guard)
+
+
+def _split_rows(shape, batch, n_threads):
+    """Whether each direction's team splits the sequences (else the hidden-unit blocks): with
+    one team per direction, the largest team splits rows when each of its threads gets
+    MIN_ROWS_PER_THREAD sequences, or when there are fewer unit blocks than threads."""
+    if n_threads < shape.dirs:
+        return True          # one thread runs every direction, alone
+    largest_team = -(-n_threads // shape.dirs)
+    return (largest_team == 1 or batch >= largest_team * MIN_ROWS_PER_THREAD
+            or shape.unit_blocks < largest_team)
+
+
+def copy_threads(nbytes):
+    """Threads for a packing utility's row copy of nbytes."""
+    return get_num_threads() if nbytes >= COPY_THREADS_MIN_BYTES else 1

@@ -1,0 +1,153 @@
+"""A stack of GRU layers over packed rows: the one Python that calls the compiled kernel.
+
+Each call asks the policy (policy.py) for a Plan once, then runs every layer under it; the
+same loop serves the plain forward, the forward of vjp (which keeps a tape) and the
+reduced-precision forward, and `backward` walks the tape back.
+"""
+import functools
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from . import policy
+from .isa import kernel
+from .recycle import recycled_empty
+
+# The kernel's float and double specializations, looked up once: calling a fused Cython function
+# through its dispatcher costs microseconds per call.
+_LAYER_KERNELS = {np.dtype(np.float32): kernel.gru_layer["float"],
+                  np.dtype(np.float64): kernel.gru_layer["double"]}
+_BACKWARD_KERNELS = {np.dtype(np.float32): kernel.gru_layer_backward["float"],
+                     np.dtype(np.float64): kernel.gru_layer_backward["double"]}
+_QUANT_KERNEL = kernel.quant_layer
+
+
+class LayerTape(NamedTuple):
+    """What the backward pass of one layer needs of its forward pass."""
+    x: np.ndarray           # (R, I) the layer's input rows (after the dropout below it)
+    out: np.ndarray         # (R, D*H) its output rows (before dropout)
+    save: np.ndarray        # (D, R, 4H) the gates the kernel saved
+    weights: object         # the LayerWeights of that forward pass
+    h0: np.ndarray          # (D, N, H) its initial state
+    mask: Optional[np.ndarray]  # (R, D*H) the dropout applied to out (scale included), or None
+
+
+@functools.lru_cache(maxsize=64)
+def dense_batch_sizes(seq_len, batch):
+    """[batch] * seq_len as the kernel's int64 array (read-only: it is shared between calls)."""
+    sizes = np.full(seq_len, batch, dtype=np.int64)
+    sizes.flags.writeable = False
+    return sizes
+
+
+def dropout_mask(rng, p, shape, dtype):
+    """The factor inverted dropout multiplies rows by: 0 with probability p, else 1 / (1 - p)."""
+    if p >= 1:
+        return np.zeros(shape, dtype=dtype)
+    keep = rng.random(shape, dtype=dtype) >= p
+    return keep * dtype.type(1.0 / (1.0 - p))
+
+
+def _aligned_rows(rows):
+    """rows, or an aligned copy: the kernel reads each value as its C type, which must be
+    aligned (NumPy's views into bytes, e.g. dask's deserialised chunks, need not be)."""
+    return rows if rows.flags.aligned else rows.copy()
+
+
+def _forward_args(plan):
+    """The kernel's per-call arguments after the layer's arrays, as gru_layer takes them."""
+    return (plan.n_threads, plan.steps_per_block, plan.panel_max_rows,
+            policy.MIN_ROWS_PER_THREAD, policy.FUSE_MAX_ROWS if plan.fused else 0)
+
+
+class LayerStack:
+    """Layers of one module: sizes, dtype and the policy's view of them, fixed at construction.
+
+    Rows are packed time-major, PyTorch's PackedSequence layout: x (R, I) with the rows of step
+    t after those of step t-1, batch_sizes (L,) int64 non-increasing, h_n (D*layers, N, H) in
+    the kernel's (sorted) batch order, where R = sum(batch_sizes), N = batch_sizes[0].
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers, num_directions, dtype):
+        self.hidden = hidden_size
+        self.dirs = num_directions
+        self.num_layers = num_layers
+        self.dtype = np.dtype(dtype)
+        self.shape = policy.stack_shape(input_size, hidden_size, num_layers, num_directions,
+                                        self.dtype)
+
+    def forward(self, layer_weights, x, batch_sizes, h_n, *, dropout=None, tape=None,
+                precision=None):
+        """All layers over packed rows x (R, I); returns the last layer's rows (R, D*H).
+
+        layer_weights: each layer's LayerWeights (QuantLayerWeights with `precision`, which
+        is "bfloat16" or "int8" for float32 rows). h_n: a private C-contiguous array, h_0 on
+        entry and the final states on return. dropout: None, or a function shape -> mask
+        (scale included) multiplying a layer's output rows on their way to the next layer.
+        tape: None, or a list that receives one LayerTape per layer (for `backward`).
+        """
+        d, h = self.dirs, self.hidden
+        x = _aligned_rows(x)
+        rows = x.shape[0]
+        plan = policy.plan(self.shape, rows, batch_sizes, precision=precision)
+        args = _forward_args(plan)
+        h0 = h_n.copy() if tape is not None else None
+        last = self.num_layers - 1
+        with plan.blas_guard:
+            for layer, weights in enumerate(layer_weights):
+                states = h_n[layer * d:(layer + 1) * d]
+                out = recycled_empty((rows, d * h), self.dtype)
+                if precision is not None:
+                    _QUANT_KERNEL(x, weights, batch_sizes, states, out, *args[:4])
+                elif tape is None:
+                    _LAYER_KERNELS[self.dtype](x, weights, batch_sizes, states, out, *args)
+                else:
+                    save = recycled_empty((d, rows, 4 * h), self.dtype)
+                    _LAYER_KERNELS[self.dtype](x, weights, batch_sizes, states, out, *args,
+                                               save)
+                mask = dropout(out.shape) if dropout is not None and layer < last else None
+                if tape is not None:
+                    tape.append(LayerTape(x, out, save, weights,
+                                          h0[layer * d:(layer + 1) * d], mask))
+                    x = out if mask is None else out * mask    # the tape keeps out as it was
+                else:
+                    x = out if mask is None else np.multiply(out, mask, out=out)
+        return x
+
+    def backward(self, tape, batch_sizes, grad_rows, grad_h_n, *, input_grad=True):
+        """The backward pass through every layer of a forward that kept `tape`.
+
+        grad_rows (R, D*H): dL/d(last layer's output rows); grad_h_n (D*layers, N, H), in the
+        kernel's (sorted) batch order. Returns (dL/dx (R, I), or None without input_grad,
+        dL/dh_0 (D*layers, N, H), and per layer (dw_ih (D, I, 3H), dw_hh (D, H, 3H),
+        db_ih (D, 3H), db_hh (D, 3H)) in the kernel's layout), all new arrays.
+        """
+        d, h = self.dirs, self.hidden
+        grad_rows = _aligned_rows(grad_rows)
+        rows, batch = grad_rows.shape[0], int(batch_sizes[0])
+        plan = policy.plan(self.shape, rows, batch_sizes, task="backward")
+        run_backward = _BACKWARD_KERNELS[self.dtype]
+        grad_h0 = np.empty((d * self.num_layers, batch, h), dtype=self.dtype)
+        layer_grads = [None] * self.num_layers
+        with plan.blas_guard:
+            for layer in reversed(range(self.num_layers)):
+                record = tape[layer]
+                inputs = record.x.shape[1]
+                dh = np.array(grad_h_n[layer * d:(layer + 1) * d], dtype=self.dtype, order="C")
+                grad_x = recycled_empty((d, rows, inputs), self.dtype)
+                grads = (np.zeros((d, inputs, 3 * h), dtype=self.dtype),
+                         np.zeros((d, h, 3 * h), dtype=self.dtype),
+                         np.zeros((d, 3 * h), dtype=self.dtype),
+                         np.zeros((d, 3 * h), dtype=self.dtype))
+                run_backward(record.x, record.weights, record.weights.back_panels, batch_sizes,
+                             record.h0, record.out, record.save, grad_rows, dh, grad_x, *grads,
+                             plan.n_threads, plan.steps_per_block, plan.panel_max_rows)
+                grad_h0[layer * d:(layer + 1) * d] = dh
+                layer_grads[layer] = grads
+                if layer == 0 and not input_grad:
+                    grad_rows = None
+                    break
+                grad_rows = grad_x[0] if d == 1 else np.add(grad_x[0], grad_x[1])
+                if layer > 0 and tape[layer - 1].mask is not None:
+                    grad_rows *= tape[layer - 1].mask
+        return grad_rows, grad_h0, layer_grads
