@@ -87,6 +87,12 @@ def _controller():
     return _blas
 
 
+def blas_controller():
+    """The OpenBLAS behind scipy.linalg.cython_blas (get()/set(n) of its thread count), or None
+    where it cannot be found. For package modules outside the engine (cgru.bench's GEMM rate)."""
+    return _controller()
+
+
 def describe_blas():
     """A one-line description of the BLAS that cgru's kernels call."""
     blas = _controller()
