@@ -24,7 +24,7 @@ def _status_kib(field):
 
 def main(argv=None):
     """In a fresh process (argv: implementation, case spec as JSON, threads, optimizer 0/1):
-    set up, run a warm-up step on the first 2 timesteps, then one full step, and print its
+    set up, run a warm-up step on the first 2 timesteps (1 for a 1-step case), then one full step, and print its
     peak RSS growth as JSON.
 
     Growth: the peak resident set during the step minus the resident set just before it,
@@ -44,23 +44,24 @@ def main(argv=None):
                       **spec)
     x, h0 = make_inputs(case)
     grad_out, grad_h = upstream(case)
-    small = Case(name="warm-up", seq_len=2, batch=case.batch, input_size=case.input_size,
-                       hidden_size=case.hidden_size, num_layers=case.num_layers,
-                       bidirectional=case.bidirectional,
-                       lengths=None if lengths is None else np.full(case.batch, 2))
+    warm_len = min(2, case.seq_len)
+    small = Case(name="warm-up", seq_len=warm_len, batch=case.batch,
+                 input_size=case.input_size, hidden_size=case.hidden_size,
+                 num_layers=case.num_layers, bidirectional=case.bidirectional,
+                 lengths=None if lengths is None else np.full(case.batch, warm_len))
     small_out, small_h = upstream(small)
     gru = new_gru(case)
     if impl == "cgru":
         opt = cgru_adam(gru) if optimizer else None
         step = cgru_step(gru, case, x, h0, cgru_grad_output(case, grad_out), grad_h, opt)
-        warm = cgru_step(gru, small, np.ascontiguousarray(x[:2]), h0,
+        warm = cgru_step(gru, small, np.ascontiguousarray(x[:warm_len]), h0,
                          cgru_grad_output(small, small_out), small_h, opt)
     else:
         import torch
         module = torch_module(gru)
         opt = torch_adam(module) if optimizer else None
         step = torch_step(module, case, x, h0, grad_out, grad_h, threads, opt)
-        warm = torch_step(module, small, np.ascontiguousarray(x[:2]), h0, small_out, small_h,
+        warm = torch_step(module, small, np.ascontiguousarray(x[:warm_len]), h0, small_out, small_h,
                           threads, opt)
         torch.set_num_threads(threads)
     with use_threads(threads):

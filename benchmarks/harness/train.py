@@ -270,8 +270,8 @@ forward's 6*H*(I+H)*rows per layer and direction) over the sgemm rate above. Pea
 in a fresh process per implementation and case, the peak resident set during one step (with
 Adam when on) minus the resident set just before it, after imports, weights, inputs, upstream
 gradients, optimizer and a warm-up step on 2 timesteps (Linux VmHWM, reset before the step;
-see benchmarks/harness/train.py). Max rel. error: cgru's outputs and gradients against PyTorch's
-autograd, max |cgru - torch| / max |torch| over every array."""
+see benchmarks/harness/memory_child.py). Max rel. error: cgru's outputs and gradients against
+PyTorch's autograd, max |cgru - torch| / max |torch| over every array."""
 
 
 def report(rows, threads, rate, optimizer, measured=None, out=sys.stdout):
