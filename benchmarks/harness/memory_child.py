@@ -40,8 +40,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     impl, spec, threads, optimizer = argv[0], json.loads(argv[1]), int(argv[2]), argv[3] == "1"
     lengths = spec.pop("lengths")
-    case = Case(name="memory", lengths=None if lengths is None else np.array(lengths),
-                      **spec)
+    case = Case(name="memory", lengths=None if lengths is None else np.array(lengths), **spec)
     x, h0 = make_inputs(case)
     grad_out, grad_h = upstream(case)
     warm_len = min(2, case.seq_len)
