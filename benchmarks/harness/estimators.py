@@ -315,28 +315,22 @@ _LOOP = "epoch loop, input checks, batch selection (sklearn.py fit, _fit)"
 BUCKETS = [_KERNEL_FWD, _KERNEL_BWD, _FWD_GLUE, _BWD_GLUE, _ADAM_CHECKS, _ADAM, _WRITE, _STEP,
            _PACK, _LOOP]
 
-# cgru's functions that open a bucket, as cProfile names them: (file name without ".py" and
-# leading underscore, function name) -> (bucket of the function's own time, bucket of the
-# time of what it calls that opens no bucket of its own). Names as text: the harness imports
-# none of cgru's private modules, and a module that moves to another folder still matches.
-# cProfile does not see calls of Cython functions, so a compiled kernel's time is its Python
-# caller's own time: run_saving's and backward's own time is the kernel's plus a few
-# microseconds of their bytecode (the arrays they allocate are calls of their own).
-PROFILE_RULES = {
-    ("run", "run_saving"): (_KERNEL_FWD, _FWD_GLUE),
-    ("run", "backward"): (_KERNEL_BWD, _BWD_GLUE),
-    ("gru", "vjp"): (_FWD_GLUE, _FWD_GLUE),
-    ("backward", "__call__"): (_BWD_GLUE, _BWD_GLUE),
-    ("optim", "step"): (_ADAM, _ADAM),
-    ("optim", "_update"): (_ADAM, _ADAM),
-    ("optim", "_check_group"): (_ADAM_CHECKS, _ADAM_CHECKS),
-    ("optim", "_gather"): (_ADAM_CHECKS, _ADAM_CHECKS),
-    ("optim", "_write"): (_WRITE, _WRITE),
-    ("sklearn", "_train_step"): (_STEP, _STEP),
-    ("sequences", "gru_input"): (_PACK, _PACK),
-    ("sklearn", "fit"): (_LOOP, _LOOP),
-    ("sklearn", "_fit"): (_LOOP, _LOOP),
-}
+# cgru's functions that open a bucket, as cProfile names them ("module.function", the module's
+# file name without ".py" and leading underscore): each maps to (bucket of the function's own
+# time, bucket of the time of what it calls that opens no bucket of its own). Names as text:
+# the harness imports none of cgru's private modules, and a module that moves to another
+# folder still matches. cProfile does not see calls of Cython functions, so a compiled
+# kernel's time is its Python caller's own time: run_saving's and backward's own time is the
+# kernel's plus a few microseconds of their bytecode (the arrays they allocate are calls of
+# their own).
+_KERNEL_CALLERS = {"run.run_saving": (_KERNEL_FWD, _FWD_GLUE),
+                   "run.backward": (_KERNEL_BWD, _BWD_GLUE)}
+_OPENERS = {_FWD_GLUE: "gru.vjp", _BWD_GLUE: "backward.__call__",
+            _ADAM: "optim.step optim._update", _ADAM_CHECKS: "optim._check_group optim._gather",
+            _WRITE: "optim._write", _STEP: "sklearn._train_step", _PACK: "sequences.gru_input",
+            _LOOP: "sklearn.fit sklearn._fit"}
+PROFILE_RULES = dict(_KERNEL_CALLERS, **{name: (bucket, bucket) for bucket, names in
+                                         _OPENERS.items() for name in names.split()})
 
 
 def _rule(function):
@@ -345,7 +339,7 @@ def _rule(function):
     if os.sep + "cgru" + os.sep not in path:
         return None
     module = os.path.splitext(os.path.basename(path))[0].lstrip("_")
-    return PROFILE_RULES.get((module, name))
+    return PROFILE_RULES.get(f"{module}.{name}")
 
 
 def bucket_times(stats):
