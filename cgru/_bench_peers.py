@@ -1,4 +1,5 @@
-"""The implementations the benchmark (cgru/bench.py, which exports them) compares cgru with, from the same weights.
+"""The implementations the benchmark (cgru/bench.py, which exports them) compares cgru with,
+from the same weights.
 
 Each builder returns a `Runner`: a zero-argument callable that runs the case once and returns
 (output, h_n) as NumPy arrays in cgru's layout, or None when the peer is not installed or does

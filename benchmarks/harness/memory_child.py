@@ -24,8 +24,8 @@ def _status_kib(field):
 
 def main(argv=None):
     """In a fresh process (argv: implementation, case spec as JSON, threads, optimizer 0/1):
-    set up, run a warm-up step on the first 2 timesteps (1 for a 1-step case), then one full step, and print its
-    peak RSS growth as JSON.
+    set up, run a warm-up step on the first 2 timesteps (1 for a 1-step case), then one full
+    step, and print its peak RSS growth as JSON.
 
     Growth: the peak resident set during the step minus the resident set just before it,
     after imports, weights, inputs, upstream gradients, optimizer (and its state, from the
@@ -60,8 +60,8 @@ def main(argv=None):
         module = torch_module(gru)
         opt = torch_adam(module) if optimizer else None
         step = torch_step(module, case, x, h0, grad_out, grad_h, threads, opt)
-        warm = torch_step(module, small, np.ascontiguousarray(x[:warm_len]), h0, small_out, small_h,
-                          threads, opt)
+        warm = torch_step(module, small, np.ascontiguousarray(x[:warm_len]), h0, small_out,
+                          small_h, threads, opt)
         torch.set_num_threads(threads)
     with use_threads(threads):
         warm()
