@@ -4,11 +4,11 @@
                                    [--plot out.png] [--repeats 9] [--peers PyTorch,NumPy]
 
 Peers are used when installed (pip install torch==2.13.0 onnx onnxruntime openvino matplotlib).
-The logic lives in cgru/_bench.py so that `cgru bench` runs the same thing.
+The logic lives in cgru/bench.py so that `cgru bench` runs the same thing.
 """
 import sys
 
-from cgru._bench import main
+from cgru.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,7 +6,7 @@ Every implementation runs the case from the same weights (PyTorch's: torch.ao.qu
 quantize_dynamic(..., {nn.GRU}, dtype=torch.qint8) of the float module, skipped without torch);
 each one's max abs error against cgru float32 is printed, then the medians of interleaved timed
 samples (the order rotating from one repetition to the next, each sample preceded by as long an
-untimed one, as cgru/_bench.py does) and the speed-ups.
+untimed one, as cgru/bench.py does) and the speed-ups.
 """
 import argparse
 import sys
@@ -15,10 +15,8 @@ import warnings
 
 import numpy as np
 
-from cgru._bench import CASES, _max_error, _time_once, make_case
-from cgru._bench_peers import cgru_runner, make_inputs
-from cgru._threads import use_threads
-from cgru.gru import GRU
+from cgru import GRU, use_threads
+from cgru.bench import CASES, cgru_runner, make_case, make_inputs, max_error, time_once
 
 DEFAULT_CASES = ["S2", "S4", "S5", "S6", "S8"]
 
@@ -63,15 +61,15 @@ def run_case(case, threads, repeats):
         runs["PyTorch int8"] = torch_run
     with use_threads(threads):
         reference = runs["float32"]()
-        errors = {name: _max_error(run(), reference) for name, run in runs.items()}
-        inner = {name: max(1, int(0.02 / max(_time_once(run), 1e-7)))
+        errors = {name: max_error(run(), reference) for name, run in runs.items()}
+        inner = {name: max(1, int(0.02 / max(time_once(run), 1e-7)))
                  for name, run in runs.items()}
         names = list(runs)
         samples = {name: [] for name in names}
         for repeat in range(repeats):
             for name in names[repeat % len(names):] + names[:repeat % len(names)]:
-                _time_once(runs[name], inner[name])
-                samples[name].append(_time_once(runs[name], inner[name]))
+                time_once(runs[name], inner[name])
+                samples[name].append(time_once(runs[name], inner[name]))
     times = {name: float(np.median(s)) for name, s in samples.items()}
     return times, errors, skipped
 

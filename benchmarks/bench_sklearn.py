@@ -8,11 +8,11 @@ accuracy and predict throughput per thread count, and optionally where cgru's fi
 
 Needs scikit-learn, torch, skorch and aeon (pip install scikit-learn skorch aeon; aeon's data
 sets are read from its package data, without network). The logic lives in
-cgru/_bench_sklearn.py, next to cgru/_bench.py whose sampling it reuses.
+benchmarks/harness/estimators.py (predict's sampling from cgru.bench).
 """
 import sys
 
-from cgru._bench_sklearn import main
+from harness.estimators import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,12 +7,12 @@
 Step = forward + backward (+ Adam step): cgru's vjp and backward against torch.nn.GRU's
 loss.backward() from the same weights, gradients checked first; plus the share of the GEMM
 limit of cgru's backward and each step's peak RSS growth in a fresh process. Needs
-torch==2.13.0. The logic lives in cgru/_bench_train.py (cases and timing helpers from
-cgru/_bench.py).
+torch==2.13.0. The logic lives in benchmarks/harness/train.py (cases and timing helpers from
+cgru.bench).
 """
 import sys
 
-from cgru._bench_train import main
+from harness.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

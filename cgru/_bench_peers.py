@@ -1,4 +1,5 @@
-"""The implementations the benchmark (cgru/_bench.py) compares cgru with, from the same weights.
+"""The implementations the benchmark (cgru/bench.py, which exports them) compares cgru with,
+from the same weights.
 
 Each builder returns a `Runner`: a zero-argument callable that runs the case once and returns
 (output, h_n) as NumPy arrays in cgru's layout, or None when the peer is not installed or does
@@ -95,7 +96,7 @@ def torch_runner(gru, case, x, h0, threads):
     return Runner("PyTorch", run)
 
 
-def _onnx_file(gru, case):
+def onnx_file(gru, case):
     try:
         import onnx
         from ._interop.onnx import build_model

@@ -56,7 +56,7 @@ def _parser():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
-        from ._bench import SHORT_GRID, main as bench_main
+        from .bench import SHORT_GRID, main as bench_main
         return bench_main(argv[1:], default_cases=SHORT_GRID)
     args = _parser().parse_args(argv)
     if args.command == "info":

@@ -80,7 +80,8 @@ _saved_threads = None
 
 
 def blas_controller():
-    """The OpenBLAS of scipy.linalg.cython_blas (found once), or None."""
+    """The OpenBLAS behind scipy.linalg.cython_blas (get()/set(n) of its thread count; found
+    once), or None where it cannot be found."""
     global _blas, _searched
     if not _searched:
         _blas = find_openblas()

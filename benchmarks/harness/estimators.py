@@ -10,7 +10,7 @@ batch size, shuffled batches, no validation split. Ragged data sets run packed o
 For each thread count and data set, each repetition fits both implementations with the same
 seed, in an order that alternates from one repetition to the next, then times predict on the
 test set (untimed calls for about 20 ms, then a timed sample of as many calls, as
-cgru/_bench.py does); the tables give medians over the repetitions, accuracies included.
+cgru/bench.py does); the tables give medians over the repetitions, accuracies included.
 cgru runs with early stopping off and a tolerance that never triggers it, and every fit is
 checked to have run exactly max_iter epochs.
 
@@ -19,9 +19,12 @@ profile_fit).
 """
 import argparse
 import contextlib
+import cProfile
 import functools
 import json
 import math
+import os
+import pstats
 import sys
 import time
 import warnings
@@ -29,8 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._bench import _time_once
-from ._engine import use_threads
+from cgru import use_threads
+from cgru.bench import time_once
 
 # One setting for every data set (only the epochs differ): the same for both implementations.
 HIDDEN_SIZE = 64
@@ -116,7 +119,7 @@ def load_dataset(name, epochs=None):
 # -- the two implementations -------------------------------------------------------------------
 
 def cgru_classifier(data, seed, epochs=None):
-    from .sklearn import GRUClassifier
+    from cgru.sklearn import GRUClassifier
     epochs = epochs or data.epochs
     # tol=-inf: "no improvement" never counts, so fit runs exactly max_iter epochs
     return GRUClassifier(hidden_size=HIDDEN_SIZE, batch_size=BATCH_SIZE,
@@ -244,10 +247,10 @@ def threads_for_both(n):
 
 def _predict_rate(impl):
     """Sequences per second of impl.predict on the test set: untimed calls for about 20 ms,
-    then a timed sample of as many (cgru/_bench.py's sampling)."""
-    inner = max(1, int(0.02 / max(_time_once(impl.predict), 1e-7)))
-    _time_once(impl.predict, inner)
-    return len(impl.data.y_test) / _time_once(impl.predict, inner)
+    then a timed sample of as many (cgru/bench.py's sampling)."""
+    inner = max(1, int(0.02 / max(time_once(impl.predict), 1e-7)))
+    time_once(impl.predict, inner)
+    return len(impl.data.y_test) / time_once(impl.predict, inner)
 
 
 def run_dataset(data, threads, repeats, predict_batch_size=None, epochs=None):
@@ -301,85 +304,97 @@ def report(rows, threads, out=sys.stdout):
 
 _KERNEL_FWD = "forward kernel (compiled gru_layer)"
 _KERNEL_BWD = "backward kernel (compiled gru_layer_backward)"
-_FWD_GLUE = "forward, Python around the kernel (gru.py vjp, _run.py run_saving)"
-_BWD_GLUE = "backward, Python around the kernel (_backward.py __call__, _run.py backward)"
+_FWD_GLUE = "forward, Python around the kernel (gru.py vjp, stack.py forward)"
+_BWD_GLUE = "backward, Python around the kernel (tape.py __call__, stack.py backward)"
 _ADAM_CHECKS = "Adam: checking hyperparameters and gradients (optim.py _check_group, _gather)"
 _ADAM = "Adam: update arithmetic, array by array (optim.py step, _update)"
 _WRITE = "Adam: writing the GRU's weights back (load_state_dict: re-layout, panels)"
 _STEP = "head, loss and their gradients (sklearn.py _train_step)"
 _PACK = "packing the ragged batch (Sequences.gru_input: pack_sequence)"
-_LOOP = "epoch loop, input checks, batch selection (sklearn.py _fit)"
+_LOOP = "epoch loop, input checks, batch selection (sklearn.py fit, _fit)"
 BUCKETS = [_KERNEL_FWD, _KERNEL_BWD, _FWD_GLUE, _BWD_GLUE, _ADAM_CHECKS, _ADAM, _WRITE, _STEP,
            _PACK, _LOOP]
 
-
-class _Timers:
-    """Exclusive wall time per bucket: a wrapped call's time less that of the wrapped calls
-    inside it. About 20 wrapped calls a step at about a microsecond each, against steps of
-    1-15 ms: at 1 thread the profiled fits took within 8% of the timed ones here."""
-
-    def __init__(self):
-        self.seconds = dict.fromkeys(BUCKETS, 0.0)
-        self._children = []
-
-    def wrap(self, bucket, fn):
-        @functools.wraps(fn)
-        def timed(*args, **kwargs):
-            self._children.append(0.0)
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                elapsed = time.perf_counter() - start
-                inner = self._children.pop()
-                self.seconds[bucket] += elapsed - inner
-                if self._children:
-                    self._children[-1] += elapsed
-        return timed
+# cgru's functions that open a bucket, as cProfile names them ("module.function", the module's
+# file name without ".py" and leading underscore): each maps to (bucket of the function's own
+# time, bucket of the time of what it calls that opens no bucket of its own). Names as text:
+# the harness imports none of cgru's private modules, and a module that moves to another
+# folder still matches. cProfile does not see calls of Cython functions, so a compiled
+# kernel's time is its Python caller's own time: forward's and backward's own time is the
+# kernel's plus a few microseconds of their bytecode (the arrays they allocate are calls of
+# their own).
+_KERNEL_CALLERS = {"stack.forward": (_KERNEL_FWD, _FWD_GLUE),
+                   "stack.backward": (_KERNEL_BWD, _BWD_GLUE)}
+_OPENERS = {_FWD_GLUE: "gru.vjp", _BWD_GLUE: "tape.__call__",
+            _ADAM: "optim.step optim._update", _ADAM_CHECKS: "optim._check_group optim._gather",
+            _WRITE: "optim._write", _STEP: "sklearn._train_step", _PACK: "sequences.gru_input",
+            _LOOP: "sklearn.fit sklearn._fit"}
+PROFILE_RULES = dict(_KERNEL_CALLERS, **{name: (bucket, bucket) for bucket, names in
+                                         _OPENERS.items() for name in names.split()})
 
 
-@contextlib.contextmanager
-def _instrumented(timers):
-    """Wrap cgru's training path in timers (class attributes and the kernel tables; all
-    restored on exit). The GRU must be built inside the block: LayerStack looks its forward
-    kernel up when it is constructed."""
-    from . import _backward, _run, _sequences, gru, optim, sklearn
-    methods = [(sklearn._GRUModel, "_fit", _LOOP), (sklearn._GRUModel, "_train_step", _STEP),
-               (_sequences.Sequences, "gru_input", _PACK),
-               (gru.GRU, "vjp", _FWD_GLUE), (_run.LayerStack, "run_saving", _FWD_GLUE),
-               (_backward.Backward, "__call__", _BWD_GLUE),
-               (_run.LayerStack, "backward", _BWD_GLUE),
-               (optim._Optimizer, "step", _ADAM), (optim.Adam, "_update", _ADAM),
-               (optim.Adam, "_check_group", _ADAM_CHECKS),
-               (optim._Optimizer, "_gather", _ADAM_CHECKS),
-               (optim._Optimizer, "_write", _WRITE)]
-    tables = [(_run._LAYER_KERNELS, _KERNEL_FWD), (_run._BACKWARD_KERNELS, _KERNEL_BWD)]
-    saved_methods = [(cls, name, cls.__dict__[name]) for cls, name, _ in methods]
-    saved_tables = [(table, dict(table)) for table, _ in tables]
-    try:
-        for cls, name, bucket in methods:
-            setattr(cls, name, timers.wrap(bucket, cls.__dict__[name]))
-        for table, bucket in tables:
-            for key in table:
-                table[key] = timers.wrap(bucket, table[key])
-        yield timers
-    finally:
-        for cls, name, original in saved_methods:
-            setattr(cls, name, original)
-        for table, original in saved_tables:
-            table.update(original)
+def _rule(function):
+    """PROFILE_RULES' entry for a pstats key (file, line, name), or None."""
+    path, _, name = function
+    if os.sep + "cgru" + os.sep not in path:
+        return None
+    module = os.path.splitext(os.path.basename(path))[0].lstrip("_")
+    return PROFILE_RULES.get(f"{module}.{name}")
+
+
+def bucket_times(stats):
+    """{bucket: seconds} of a pstats.Stats: each function's own time goes to its bucket when
+    it opens one, else to the bucket its callers pass down, split among the callers as its
+    cumulative time came through each (time that reaches no bucket: the epoch loop's)."""
+    raw = stats.stats                # {function: (cc, nc, own, cumulative, {caller: edge})}
+    shares = {}
+
+    def passed_down(function, seen):
+        """{bucket: fraction} that `function`'s callers pass down to it."""
+        if function in shares:
+            return shares[function]
+        callers = {c: edge[3] for c, edge in raw[function][4].items()
+                   if c in raw and c not in seen}
+        total = sum(callers.values())
+        if total <= 0:
+            return {_LOOP: 1.0}
+        result = {}
+        for caller, through in callers.items():
+            rule = _rule(caller)
+            parts = {rule[1]: 1.0} if rule else passed_down(caller, seen | {function})
+            for bucket, part in parts.items():
+                result[bucket] = result.get(bucket, 0.0) + part * through / total
+        shares[function] = result
+        return result
+
+    seconds = dict.fromkeys(BUCKETS, 0.0)
+    for function, (_, _, own, _, _) in raw.items():
+        rule = _rule(function)
+        for bucket, part in ({rule[0]: 1.0} if rule else
+                             passed_down(function, frozenset())).items():
+            seconds[bucket] += own * part
+    return seconds
 
 
 def profile_fit(data, threads, seed=0, epochs=None):
-    """(fit seconds, {bucket: seconds}, steps) of one instrumented cgru fit."""
-    timers = _Timers()
+    """(fit seconds, {bucket: seconds}, steps) of one cgru fit under cProfile (see
+    bucket_times). cProfile's cost per profiled call is in the buckets: the table's "this
+    profiled fit" row against the timed fits' median shows how much."""
     impl = _Cgru("cgru", data, epochs or data.epochs)
     with threads_for_both(threads):
         impl.fit(seed, epochs=1)                    # untimed warm-up
-        with _instrumented(timers):
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
             seconds = impl.fit(seed)
+        finally:
+            profiler.disable()
+    buckets = bucket_times(pstats.Stats(profiler))
+    if not buckets[_KERNEL_FWD] or not buckets[_KERNEL_BWD]:
+        print("warning: no time found in cgru's kernel callers (PROFILE_RULES names "
+              "stack.py's forward and backward): have they been renamed?", file=sys.stderr)
     steps = impl.epochs * math.ceil(len(data.y_train) / BATCH_SIZE)
-    return seconds, dict(timers.seconds), steps
+    return seconds, buckets, steps
 
 
 def report_profile(profiles, rows, threads, out=sys.stdout):

@@ -1,34 +1,32 @@
 """The training-step benchmark behind benchmarks/bench_train.py: cgru's vjp against autograd.
 
 A training step is forward + backward (+ an Adam step) on the cases of the inference benchmark
-(cgru/_bench.py), from the same weights. The loss is a fixed linear function of the outputs,
+(cgru.bench), from the same weights. The loss is a fixed linear function of the outputs,
 sum(output * G) + sum(h_n * G_h) with fixed random G and G_h: PyTorch computes it and calls
 loss.backward() (after zero_grad); cgru calls backward(G, G_h). PyTorch's input does not
 require grad (the common training case); cgru's backward always computes the input's gradient
 too (its API returns it). Packed cases pack inside the timed step for both.
 
 Before timing, every gradient is checked against PyTorch's autograd (this check alone gives
-PyTorch's input and hx requires_grad). Timing follows cgru/_bench.py: implementations
+PyTorch's input and hx requires_grad). Timing follows cgru/bench.py: implementations
 interleaved, their order rotating from sample to sample, an untimed run as long as the sample
 before each, medians; calls longer than LONG_CALL skip the untimed run and get fewer samples.
 The backward alone (one tape, backward called again and again) gives the share of the GEMM
 limit: 2 x the forward's FLOPs over the sgemm rate measured at the start at the same thread
-count. Peak memory is measured in a fresh process per implementation and case (see
-memory_child).
+count. Peak memory is measured in a fresh process per implementation and case: the module
+harness/memory_child.py, run with `python -m` (see measure_memory).
 """
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
-from . import _bench_peers as peers
-from ._bench import CASES, _format_time, _time_once, gemm_rate, make_case
-from ._engine import use_threads
-from .gru import GRU
-from .packing import pack_padded_sequence, pad_packed_sequence
+from cgru import GRU, pack_padded_sequence, pad_packed_sequence, use_threads
+from cgru.bench import CASES, Case, format_time, gemm_rate, make_case, make_inputs, time_once
 
 DEFAULT_CASES = ["S3", "S4", "S5", "S6", "S8"]
 LR = 1e-3
@@ -125,16 +123,16 @@ def torch_step(module, case, x, h0, grad_out, grad_h, threads, optimizer=None,
     return step
 
 
-def _torch_module(gru):
+def torch_module(gru):
     return gru.to_torch().train()
 
 
-def _cgru_adam(gru):
-    from . import optim
+def cgru_adam(gru):
+    from cgru import optim
     return optim.Adam(gru, lr=LR)
 
 
-def _torch_adam(module):
+def torch_adam(module):
     import torch
     return torch.optim.Adam(module.parameters(), lr=LR)
 
@@ -153,7 +151,7 @@ def check(case, threads, x, h0, grad_out, grad_h):
             pack_padded_sequence(x, case.lengths, enforce_sorted=False)
         (output, h_n), backward = gru.vjp(inp, h0)
         grads = backward(cgru_grad_output(case, grad_out), grad_h)
-    module = _torch_module(gru)
+    module = torch_module(gru)
     out, t_h_n, tx, th = torch_step(module, case, x, h0, grad_out, grad_h, threads,
                                     input_grad=True)()
     grad_x = grads["input"]
@@ -180,8 +178,8 @@ def check(case, threads, x, h0, grad_out, grad_h):
 
 def sample(runners, repeats):
     """{name: median seconds} of the zero-argument runners, timed interleaved in rotating
-    order, as cgru/_bench.py does; and the number of samples taken."""
-    first = {name: _time_once(run) for name, run in runners.items()}   # also a warm-up
+    order, as cgru/bench.py does; and the number of samples taken."""
+    first = {name: time_once(run) for name, run in runners.items()}   # also a warm-up
     inner = {name: max(1, int(0.02 / max(t, 1e-7))) for name, t in first.items()}
     rounds = repeats if max(first.values()) < LONG_CALL else max(3, (repeats + 1) // 2)
     names = list(runners)
@@ -189,15 +187,15 @@ def sample(runners, repeats):
     for repeat in range(rounds):
         for name in names[repeat % len(names):] + names[:repeat % len(names)]:
             if first[name] < LONG_CALL:
-                _time_once(runners[name], inner[name])     # untimed, as long as the sample
-            samples[name].append(_time_once(runners[name], inner[name]))
+                time_once(runners[name], inner[name])     # untimed, as long as the sample
+            samples[name].append(time_once(runners[name], inner[name]))
     return {name: float(np.median(times)) for name, times in samples.items()}, rounds
 
 
 def run_case(case, threads, repeats, optimizer=True):
     import torch
     torch.set_num_threads(threads)
-    x, h0 = peers.make_inputs(case)
+    x, h0 = make_inputs(case)
     grad_out, grad_h = upstream(case)
     error, worst = check(case, threads, x, h0, grad_out, grad_h)
     if not error <= TOLERANCE:
@@ -210,92 +208,20 @@ def run_case(case, threads, repeats, optimizer=True):
     if optimizer:
         gru_adam = new_gru(case)
         runners["cgru + Adam"] = cgru_step(gru_adam, case, x, h0, cgru_grad, grad_h,
-                                           _cgru_adam(gru_adam))
+                                           cgru_adam(gru_adam))
     runners["cgru backward"] = cgru_backward_only(new_gru(case), case, x, h0, cgru_grad,
                                                   grad_h)
-    runners["PyTorch"] = torch_step(_torch_module(gru), case, x, h0, grad_out, grad_h, threads)
+    runners["PyTorch"] = torch_step(torch_module(gru), case, x, h0, grad_out, grad_h, threads)
     if optimizer:
-        module = _torch_module(new_gru(case))
+        module = torch_module(new_gru(case))
         runners["PyTorch + Adam"] = torch_step(module, case, x, h0, grad_out, grad_h, threads,
-                                               _torch_adam(module))
+                                               torch_adam(module))
     with use_threads(threads):          # cgru's count; PyTorch's steps set their own
         times, rounds = sample(runners, repeats)
     return times, rounds, error, worst
 
 
 # -- memory -----------------------------------------------------------------------------------
-
-CHILD = "from cgru._bench_train import memory_child; memory_child()"
-
-
-def _status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def memory_child():
-    """In a fresh process (argv: implementation, case spec as JSON, threads, optimizer 0/1):
-    set up, run a warm-up step on the first 2 timesteps, then one full step, and print its
-    peak RSS growth as JSON.
-
-    Growth: the peak resident set during the step minus the resident set just before it,
-    after imports, weights, inputs, upstream gradients, optimizer (and its state, from the
-    warm-up step) exist. On Linux the peak is VmHWM, reset just before the step (write 5 to
-    /proc/self/clear_refs): getrusage's ru_maxrss is the same high-water mark but not
-    resettable, so it holds any transient of the setup (make_inputs draws in float64: twice
-    the input), and a child of a large process starts with its parent's peak (the kernel
-    carries it across exec: a child of a 312 MB parent read 312 MB with an 11 MB VmHWM).
-    Elsewhere, ru_maxrss after minus ru_maxrss before.
-    """
-    import resource
-    impl, spec, threads, optimizer = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), \
-        sys.argv[4] == "1"
-    lengths = spec.pop("lengths")
-    case = peers.Case(name="memory", lengths=None if lengths is None else np.array(lengths),
-                      **spec)
-    x, h0 = peers.make_inputs(case)
-    grad_out, grad_h = upstream(case)
-    small = peers.Case(name="warm-up", seq_len=2, batch=case.batch, input_size=case.input_size,
-                       hidden_size=case.hidden_size, num_layers=case.num_layers,
-                       bidirectional=case.bidirectional,
-                       lengths=None if lengths is None else np.full(case.batch, 2))
-    small_out, small_h = upstream(small)
-    gru = new_gru(case)
-    if impl == "cgru":
-        opt = _cgru_adam(gru) if optimizer else None
-        step = cgru_step(gru, case, x, h0, cgru_grad_output(case, grad_out), grad_h, opt)
-        warm = cgru_step(gru, small, np.ascontiguousarray(x[:2]), h0,
-                         cgru_grad_output(small, small_out), small_h, opt)
-    else:
-        import torch
-        module = _torch_module(gru)
-        opt = _torch_adam(module) if optimizer else None
-        step = torch_step(module, case, x, h0, grad_out, grad_h, threads, opt)
-        warm = torch_step(module, small, np.ascontiguousarray(x[:2]), h0, small_out, small_h,
-                          threads, opt)
-        torch.set_num_threads(threads)
-    with use_threads(threads):
-        warm()
-        maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            before = _status_kib("VmRSS")
-        except OSError:
-            before = None
-        seconds = _time_once(step)
-        maxrss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak = _status_kib("VmHWM") if before is not None else None
-    growth = (peak - before) if before is not None else (maxrss_after - maxrss_before)
-    print(json.dumps({"growth_mb": growth / 1024, "maxrss_growth_mb":
-                      (maxrss_after - maxrss_before) / 1024,
-                      "baseline_mb": (before if before is not None else maxrss_before) / 1024,
-                      "step_s": seconds, "method": "VmHWM" if before is not None else
-                      "ru_maxrss"}))
-
 
 def case_spec(case):
     return dict(seq_len=case.seq_len, batch=case.batch, input_size=case.input_size,
@@ -305,12 +231,16 @@ def case_spec(case):
 
 
 def measure_memory(impl, case, threads, optimizer=True):
-    """memory_child's result for one implementation and case, in a fresh process."""
-    # outside the source tree, whose cgru/ folder would shadow a non-editable install
+    """harness/memory_child.py's result for one implementation and case, in a fresh process."""
+    benchmarks = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (benchmarks, os.environ.get("PYTHONPATH")) if p))
+    # run from outside the source tree, whose cgru/ folder would shadow a non-editable install
     with tempfile.TemporaryDirectory() as cwd:
-        result = subprocess.run([sys.executable, "-c", CHILD, impl, json.dumps(case_spec(case)),
-                                 str(threads), "1" if optimizer else "0"],
-                                capture_output=True, text=True, cwd=cwd)
+        result = subprocess.run([sys.executable, "-m", "harness.memory_child", impl,
+                                 json.dumps(case_spec(case)), str(threads),
+                                 "1" if optimizer else "0"],
+                                capture_output=True, text=True, cwd=cwd, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"memory measurement of {impl} on {case.name} failed:\n"
                            f"{result.stderr}")
@@ -340,8 +270,8 @@ forward's 6*H*(I+H)*rows per layer and direction) over the sgemm rate above. Pea
 in a fresh process per implementation and case, the peak resident set during one step (with
 Adam when on) minus the resident set just before it, after imports, weights, inputs, upstream
 gradients, optimizer and a warm-up step on 2 timesteps (Linux VmHWM, reset before the step;
-see cgru/_bench_train.py). Max rel. error: cgru's outputs and gradients against PyTorch's
-autograd, max |cgru - torch| / max |torch| over every array."""
+see benchmarks/harness/memory_child.py). Max rel. error: cgru's outputs and gradients against
+PyTorch's autograd, max |cgru - torch| / max |torch| over every array."""
 
 
 def report(rows, threads, rate, optimizer, measured=None, out=sys.stdout):
@@ -357,13 +287,13 @@ def report(rows, threads, rate, optimizer, measured=None, out=sys.stdout):
     print("|" + "---|" * len(header), file=out)
     for row in rows:
         t, mem = row["times"], row["memory"]
-        cells = [row["case"], _format_time(t["cgru"])]
+        cells = [row["case"], format_time(t["cgru"])]
         if optimizer:
-            cells.append(_format_time(t["cgru + Adam"]))
-        cells += [_format_time(t["cgru backward"]), f"{100 * row['backward_gemm_share']:.0f}%",
-                  f"{_format_time(t['PyTorch'])} ({t['PyTorch'] / t['cgru']:.2f}x)"]
+            cells.append(format_time(t["cgru + Adam"]))
+        cells += [format_time(t["cgru backward"]), f"{100 * row['backward_gemm_share']:.0f}%",
+                  f"{format_time(t['PyTorch'])} ({t['PyTorch'] / t['cgru']:.2f}x)"]
         if optimizer:
-            cells.append(f"{_format_time(t['PyTorch + Adam'])} "
+            cells.append(f"{format_time(t['PyTorch + Adam'])} "
                          f"({t['PyTorch + Adam'] / t['cgru + Adam']:.2f}x)")
         cells += [f"{mem['cgru']['growth_mb']:.1f} / {mem['PyTorch']['growth_mb']:.1f}",
                   f"{row['max_rel_error']:.1e}"]
@@ -420,7 +350,7 @@ def main(argv=None):
     threads_list = [int(t) for t in args.threads.split(",")]
     if args.optimizer:
         try:
-            from . import optim  # noqa: F401
+            import cgru.optim  # noqa: F401
         except ImportError as error:
             parser.error(f"cgru.optim is not importable ({error}); use --no-optimizer")
     try:
@@ -432,7 +362,7 @@ def main(argv=None):
             seq_len, batch, inputs, hidden = (int(v) for v in args.memory_case.split(","))
         except ValueError:
             parser.error(f"--memory-case: expected L,N,I,H, got {args.memory_case!r}")
-        case = peers.Case(name="memory", seq_len=seq_len, batch=batch, input_size=inputs,
+        case = Case(name="memory", seq_len=seq_len, batch=batch, input_size=inputs,
                           hidden_size=hidden)
         rows = memory_report(case, threads_list, args.optimizer)
         if args.json:
@@ -445,7 +375,7 @@ def main(argv=None):
         parser.error(f"unknown cases {unknown}; choose from {list(CASES)}")
     if any(CASES[n].get("dtype", np.float32) != np.float32 for n in names):
         parser.error("only float32 cases (not S7)")
-    # Measured first, before any runtime has started a thread pool (cgru/_bench.py's
+    # Measured first, before any runtime has started a thread pool (cgru/bench.py's
     # gemm_rate says why), and again at the end: on this shared machine a process that ran
     # meanwhile lowered one of the two (55 against 78-82 GFLOP/s at one thread, which read S6's
     # backward at 125% of the limit); the higher is the limit.

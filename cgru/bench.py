@@ -1,4 +1,5 @@
-"""The comparison benchmark behind benchmarks/bench_gru.py and `cgru bench`.
+"""The comparison benchmark behind `cgru bench` and benchmarks/bench_gru.py, and the cases and
+timing helpers that the other benchmarks in benchmarks/ share.
 
 For each thread count and case it builds cgru and every installed peer from the same weights,
 checks each peer's output against cgru's (a peer that disagrees is still timed, and flagged
@@ -8,6 +9,9 @@ then a timed sample of as many calls, so machine drift, and what one runtime lea
 the next, hit all alike) and reports medians, speed-ups
 over each peer, and the share of the machine's GEMM limit: the case's FLOPs divided by the
 sgemm/dgemm rate measured at the start of the same run at the same thread count.
+
+`import cgru` does not import this module (nor the peers it builds); `cgru bench` imports it
+when it runs.
 """
 import argparse
 import json
@@ -16,9 +20,15 @@ import time
 
 import numpy as np
 
-from . import _bench_peers as peers
+from ._bench_peers import (Case, Runner, cgru_runner, make_inputs, numpy_runner, onnx_file,
+                           openvino_runner, ort_runner, torch_runner)
 from ._engine import blas_controller, use_threads
 from .gru import GRU
+
+__all__ = ["CASES", "SHORT_GRID", "PEERS", "TOLERANCE", "Case", "Runner", "make_case",
+           "make_inputs", "cgru_runner", "torch_runner", "ort_runner", "openvino_runner",
+           "numpy_runner", "gemm_rate", "time_once", "max_error", "format_time",
+           "run_case", "report", "plot", "main"]
 
 CASES = {
     "S1": dict(seq_len=1, batch=1, input_size=64, hidden_size=128),
@@ -42,7 +52,7 @@ def make_case(name):
     if spec.pop("packed", False):
         lengths = np.random.default_rng(0).integers(10, 201, size=spec["batch"])
         spec["seq_len"] = int(lengths.max())
-    return peers.Case(name=name, lengths=lengths, **spec)
+    return Case(name=name, lengths=lengths, **spec)
 
 
 def gemm_rate(dtype, threads, size=1024, repeats=10):
@@ -60,21 +70,23 @@ def gemm_rate(dtype, threads, size=1024, repeats=10):
     try:
         for _ in range(3):
             gemm(1.0, a, a)
-        best = min(_time_once(lambda: gemm(1.0, a, a)) for _ in range(repeats))
+        best = min(time_once(lambda: gemm(1.0, a, a)) for _ in range(repeats))
     finally:
         if control:
             control.set(saved)
     return 2 * size ** 3 / best / 1e9
 
 
-def _time_once(fn, inner=1):
+def time_once(fn, inner=1):
+    """Seconds per call of the zero-argument `fn`, over `inner` calls in a row."""
     start = time.perf_counter()
     for _ in range(inner):
         fn()
     return (time.perf_counter() - start) / inner
 
 
-def _max_error(got, want):
+def max_error(got, want):
+    """The largest absolute difference between matching arrays of two sequences of arrays."""
     return max(float(np.max(np.abs(np.asarray(g) - np.asarray(w)))) for g, w in zip(got, want))
 
 
@@ -86,15 +98,15 @@ def run_case(case, threads, repeats, peer_names=tuple(PEERS), pause=0.0):
     """
     gru = GRU(case.input_size, case.hidden_size, case.num_layers,
               bidirectional=case.bidirectional, dtype=case.dtype, seed=0)
-    x, h0 = peers.make_inputs(case)
-    onnx_path = peers._onnx_file(gru, case)
-    runners = [peers.cgru_runner(gru, case, x, h0)]
+    x, h0 = make_inputs(case)
+    onnx_path = onnx_file(gru, case)
+    runners = [cgru_runner(gru, case, x, h0)]
     if case.lengths is not None:
-        runners.append(peers.cgru_runner(gru, case, x, h0, padded=True))
-    builders = {"PyTorch": lambda: peers.torch_runner(gru, case, x, h0, threads),
-                "ONNX Runtime": lambda: peers.ort_runner(gru, case, x, h0, threads, onnx_path),
-                "OpenVINO": lambda: peers.openvino_runner(gru, case, x, h0, threads, onnx_path),
-                "NumPy": lambda: peers.numpy_runner(gru, case, x, h0)}
+        runners.append(cgru_runner(gru, case, x, h0, padded=True))
+    builders = {"PyTorch": lambda: torch_runner(gru, case, x, h0, threads),
+                "ONNX Runtime": lambda: ort_runner(gru, case, x, h0, threads, onnx_path),
+                "OpenVINO": lambda: openvino_runner(gru, case, x, h0, threads, onnx_path),
+                "NumPy": lambda: numpy_runner(gru, case, x, h0)}
     runners += [builders[name]() for name in PEERS if name in peer_names]
     results, errors = {}, {}
     with use_threads(threads):
@@ -110,10 +122,10 @@ def run_case(case, threads, repeats, peer_names=tuple(PEERS), pause=0.0):
                 results[runner.name] = str(error).split(":")[-1].strip()[:60]
                 continue
             if runner.name != "cgru (padded)":  # padded output differs past each length
-                errors[runner.name] = _max_error(result, reference)
+                errors[runner.name] = max_error(result, reference)
             live.append(runner)
         # enough calls per sample to last ~20 ms, so the timer and call jitter do not dominate
-        inner = {r.name: max(1, int(0.02 / max(_time_once(r.run), 1e-7))) for r in live}
+        inner = {r.name: max(1, int(0.02 / max(time_once(r.run), 1e-7))) for r in live}
         samples = {r.name: [] for r in live}
         for repeat in range(repeats):
             # The order rotates from sample to sample, so that each implementation follows
@@ -127,14 +139,15 @@ def run_case(case, threads, repeats, peer_names=tuple(PEERS), pause=0.0):
                 # (S8 after PyTorch's: cgru 8.8, 8.1, 7.4, 7.1 ms, then 6.9; PyTorch after
                 # cgru's: 17.6, 14.7, 13.7, 13.5, then 13.2). One untimed call left a fast
                 # implementation in that state for its whole sample and a slow one barely.
-                _time_once(runner.run, inner[runner.name])
-                samples[runner.name].append(_time_once(runner.run, inner[runner.name]))
+                time_once(runner.run, inner[runner.name])
+                samples[runner.name].append(time_once(runner.run, inner[runner.name]))
                 time.sleep(pause)
     results.update({name: float(np.median(times)) for name, times in samples.items()})
     return results, errors
 
 
-def _format_time(seconds):
+def format_time(seconds):
+    """Milliseconds for a table: 3 decimals under 10 ms, 1 above."""
     return f"{seconds * 1e3:.3f}" if seconds < 0.01 else f"{seconds * 1e3:.1f}"
 
 
@@ -147,10 +160,10 @@ def report(rows, threads, rates, out=sys.stdout):
     print("|" + "---|" * len(header), file=out)
     for row in rows:
         t = row["times"]
-        cells = [row["case"], _format_time(t["cgru"]), f"{100 * row['gemm_share']:.0f}%"]
+        cells = [row["case"], format_time(t["cgru"]), f"{100 * row['gemm_share']:.0f}%"]
         for n in names:
             v = t.get(n)
-            cell = (f"{_format_time(v)} ({v / t['cgru']:.2f}x)" if isinstance(v, float)
+            cell = (f"{format_time(v)} ({v / t['cgru']:.2f}x)" if isinstance(v, float)
                     else f"n/a ({v})" if v else "n/a")
             if row["errors"].get(n, 0) > TOLERANCE[np.dtype(row["dtype"])]:
                 cell += f" WRONG: max error {row['errors'][n]:.1e}"
@@ -159,8 +172,8 @@ def report(rows, threads, rates, out=sys.stdout):
     padded = [r for r in rows if "cgru (padded)" in r["times"]]
     for row in padded:
         t = row["times"]
-        print(f"\n{row['case']}: cgru packed {_format_time(t['cgru'])} ms vs the same batch "
-              f"padded {_format_time(t['cgru (padded)'])} ms "
+        print(f"\n{row['case']}: cgru packed {format_time(t['cgru'])} ms vs the same batch "
+              f"padded {format_time(t['cgru (padded)'])} ms "
               f"({t['cgru (padded)'] / t['cgru']:.2f}x)", file=out)
 
 
