@@ -17,6 +17,9 @@ from .persist import load
 from .quantized import QuantizedGRU, QuantizedGRUCell
 from .packing import (PackedSequence, pack_padded_sequence, pack_sequence, pad_packed_sequence,
                       pad_sequence, unpack_sequence, unpad_sequence)
+# The public submodules that need only NumPy and SciPy, as `torch.optim` after `import torch`
+# (cgru.sklearn, cgru.dask and cgru.torch import their frameworks: imported by name only).
+from . import cell, clip, gru, optim, packing, persist, quantized  # noqa: E402
 
 __all__ = ["GRU", "GRUCell", "QuantizedGRU", "QuantizedGRUCell", "PackedSequence", "pack_padded_sequence", "pad_packed_sequence",
            "pack_sequence", "pad_sequence", "unpack_sequence", "unpad_sequence",

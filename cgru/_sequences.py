@@ -41,9 +41,9 @@ class Sequences:
         pack_sequence cost 11% of a JapaneseVowels training step)."""
         if self.dense is not None:
             return self.dense
-        sorted_indices = _packing._sorting(self._lengths, enforce_sorted=False)
+        sorted_indices = _packing.length_order(self._lengths, enforce_sorted=False)
         lengths = self._lengths[sorted_indices]
-        batch_sizes = _packing._batch_sizes(lengths)
+        batch_sizes = _packing.batch_sizes_of(lengths)
         # packed row k is step t of the sequence of rank b: t and b of every row, vectorised
         steps = np.repeat(np.arange(len(batch_sizes)), batch_sizes)
         first_of_step = np.cumsum(batch_sizes) - batch_sizes

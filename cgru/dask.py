@@ -20,6 +20,8 @@ import threading
 import numpy as np
 
 from ._engine import dask_worker_threads, use_threads
+from ._nn.inputs import check_sequence_sizes
+from .gru import GRU
 from .packing import pack_padded_sequence, pad_packed_sequence
 
 __all__ = ["forward", "task_threads"]
@@ -103,7 +105,6 @@ def forward(gru, input, hx=None, lengths=None, *, threads=None):
     h_n : dask.array (D * num_layers, N, H)
         Chunked along N as the input; equal to the single-process call on the same data.
     """
-    from .gru import GRU
     if not isinstance(gru, GRU):
         raise TypeError(f"gru must be a cgru.GRU, got {type(gru).__name__}")
     x = _as_dask(input, "input")
@@ -116,7 +117,7 @@ def forward(gru, input, hx=None, lengths=None, *, threads=None):
                          "along N, got an unbatched 2-D sequence: call the module itself")
     batch_axis = 0 if gru.batch_first else 1
     seq_len, batch = x.shape[1 - batch_axis], x.shape[batch_axis]
-    gru._check_input(seq_len, batch, x.shape[2])
+    check_sequence_sizes(gru, seq_len, batch, x.shape[2])
     x = x.rechunk({1 - batch_axis: -1, 2: -1})
     row_chunks = x.chunks[batch_axis]
     layers = gru.num_directions * gru.num_layers

@@ -176,7 +176,7 @@ class _Optimizer:
     def _read(self, slot):
         entry = self._entries[slot.entry]
         if isinstance(entry, ParameterModule):
-            return entry._params[slot.name]
+            return entry.get_parameter(slot.name)
         return entry[slot.name]
 
     def _write(self, new_params):
@@ -535,8 +535,8 @@ def _flatten(entries):
     slots = []
     for position, entry in enumerate(entries):
         if isinstance(entry, ParameterModule):
-            slots += [_Slot(position, name, shape, np.dtype(entry.dtype))
-                      for name, shape in entry._expected_shapes().items()]
+            slots += [_Slot(position, name, array.shape, array.dtype)
+                      for name, array in entry.named_parameters()]
         else:
             slots += [_Slot(position, name, array.shape, array.dtype)
                       for name, array in entry.items()]
@@ -554,7 +554,7 @@ def _check_gradient_keys(position, entry, given):
         raise TypeError(f"step: the gradients for params[{position}] must be a dict, got "
                         f"{type(given).__name__}")
     is_module = isinstance(entry, ParameterModule)
-    expected = list(entry._params if is_module else entry)
+    expected = [name for name, _ in entry.named_parameters()] if is_module else list(entry)
     ignored = BACKWARD_EXTRA_KEYS if is_module else ()
     missing = [key for key in expected if key not in given]
     unknown = [key for key in given if key not in expected and key not in ignored]

@@ -63,10 +63,10 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
         raise ValueError(f"pack_padded_sequence: expected a non-empty batch, got batch size 0 "
                          f"(input of shape {padded.shape}, batch_first={bool(batch_first)})")
     lengths = _check_lengths(lengths, batch, max_len)
-    sorted_indices = _sorting(lengths, enforce_sorted)
+    sorted_indices = length_order(lengths, enforce_sorted)
     if sorted_indices is not None:
         lengths = lengths[sorted_indices]
-    batch_sizes = _batch_sizes(lengths)
+    batch_sizes = batch_sizes_of(lengths)
     data = recycled_empty((int(lengths.sum()),) + padded.shape[2:], padded.dtype)
     rows.pack_padded_rows(padded, batch_sizes, sorted_indices, batch_first, data)
     return PackedSequence(data, batch_sizes, sorted_indices)
@@ -130,12 +130,12 @@ def pack_sequence(sequences, enforce_sorted=True):
     arrays = _as_sequence_list(sequences)
     lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
     lengths = _check_lengths(lengths, len(arrays), int(lengths.max()))
-    sorted_indices = _sorting(lengths, enforce_sorted)
+    sorted_indices = length_order(lengths, enforce_sorted)
     if sorted_indices is not None:
         lengths = lengths[sorted_indices]
     dtype = np.result_type(*arrays)
     data = recycled_empty((int(lengths.sum()),) + arrays[0].shape[1:], dtype)
-    batch_sizes = _batch_sizes(lengths)
+    batch_sizes = batch_sizes_of(lengths)
     rows.pack_list_rows([np.ascontiguousarray(a, dtype=dtype) for a in arrays], batch_sizes,
                         sorted_indices, data)
     return PackedSequence(data, batch_sizes, sorted_indices)
@@ -248,7 +248,7 @@ def _int_vector(value, name):
     return array.astype(np.int64)
 
 
-def _sorting(lengths, enforce_sorted):
+def length_order(lengths, enforce_sorted):
     """None (lengths already non-increasing, as enforce_sorted demands), or the stable
     longest-first permutation."""
     if enforce_sorted:
@@ -297,7 +297,7 @@ def _padding_fill(value, shape, dtype):
 
 
 # the identity permutation, for the row copies
-def _batch_sizes(sorted_lengths):
+def batch_sizes_of(sorted_lengths):
     """Sequences still running at each step: those longer than it (lengths non-increasing)."""
     ascending = sorted_lengths[::-1]
     steps = np.arange(int(sorted_lengths[0]))

@@ -181,9 +181,8 @@ class QuantizedGRU(SequenceCall, _Quantized):
         """The quantized version of a cgru.GRU (its weights now; later changes to gru are not
         seen)."""
         precision = check_precision(precision)
-        config = gru._config()
-        config.pop("dtype")
-        module = cls._blank(precision, **config)
+        module = cls._blank(precision, gru.input_size, gru.hidden_size, gru.num_layers,
+                            gru.bias, gru.batch_first, gru.dropout, gru.bidirectional)
         module._store(_quantize_state(gru.state_dict(), precision))
         return module
 

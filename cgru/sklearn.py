@@ -212,7 +212,7 @@ class _GRUModel(BaseEstimator):
         grads = backward(None, grad_h_n)
         if self.alpha:
             # MLPClassifier's penalty: 0.5 * alpha * ||W||^2 / n over every weight matrix
-            weights = [(grads, name, value) for name, value in gru._params.items()
+            weights = [(grads, name, value) for name, value in gru.named_parameters()
                        if name.startswith("weight")] + [(head_grads, "coef_", self.coef_)]
             loss += 0.5 * self.alpha * sum(float(np.vdot(w, w)) for _, _, w in weights) / n
             for target, name, value in weights:

@@ -64,7 +64,7 @@ class SequenceCall:
                 raise ValueError(f"GRU: Expected packed data to be 2D (sum(lengths), "
                                  f"input_size), got {x.ndim}D instead")
             layout = PackedLayout(batch_sizes, sorted_indices, unsorted_indices)
-            self._check_input(len(batch_sizes), layout.batch, x.shape[1])
+            check_sequence_sizes(self, len(batch_sizes), layout.batch, x.shape[1])
             if private_rows and np.may_share_memory(x, _as_array(input.data)):
                 x = x.copy()
             h0 = layout.state_to_kernel(self._initial_state(hx, layout.batch, batched=True))
@@ -76,22 +76,13 @@ class SequenceCall:
         batched = x.ndim == 3
         seq_len, batch = (x.shape[1], x.shape[0]) if batched and self.batch_first else \
             (x.shape[0], x.shape[1] if batched else 1)
-        self._check_input(seq_len, batch, x.shape[-1])
+        check_sequence_sizes(self, seq_len, batch, x.shape[-1])
         layout = DenseLayout(seq_len, batch, batched, self.batch_first)
         rows = layout.to_rows(x)
         if private_rows and x is input and np.may_share_memory(rows, input):
             rows = rows.copy()
         h0 = self._initial_state(hx, batch, batched)
         return Call(rows, dense_batch_sizes(seq_len, batch), h0, layout)
-
-    def _check_input(self, seq_len, batch, features):
-        if features != self.input_size:
-            raise ValueError(f"input.size(-1) must be equal to input_size. "
-                             f"Expected {self.input_size}, got {features}")
-        if seq_len == 0:
-            raise ValueError("Expected sequence length to be larger than 0 in RNN")
-        if batch == 0:
-            raise ValueError("GRU: Expected a non-empty batch, got batch size 0")
 
     def _initial_state(self, hx, batch, batched):
         """h_0 as a new (D * num_layers, N, H) array of the module's dtype."""
@@ -112,6 +103,17 @@ class SequenceCall:
             want = shape if batched else (shape[0], shape[2])
             raise ValueError(f"Expected hidden size {want}, got {got}")
         return np.ascontiguousarray(h0)
+
+
+def check_sequence_sizes(module, seq_len, batch, features):
+    """PyTorch's errors for an input of these sizes to a sequence module."""
+    if features != module.input_size:
+        raise ValueError(f"input.size(-1) must be equal to input_size. "
+                         f"Expected {module.input_size}, got {features}")
+    if seq_len == 0:
+        raise ValueError("Expected sequence length to be larger than 0 in RNN")
+    if batch == 0:
+        raise ValueError("GRU: Expected a non-empty batch, got batch size 0")
 
 
 class StepCall:

@@ -82,6 +82,25 @@ class ParameterModule:
 
     # -- state ----------------------------------------------------------------------------------
 
+    def named_parameters(self):
+        """(name, array) of every parameter, in state_dict order, as torch.nn.Module's. The
+        arrays are the parameters themselves, read-only: to change one, assign a new array
+        or use load_state_dict (cgru.optim does this for you)."""
+        return iter(self._params.items())
+
+    def parameters(self):
+        """Every parameter's read-only array, in state_dict order (see named_parameters)."""
+        return iter(self._params.values())
+
+    def get_parameter(self, name):
+        """The read-only array of the parameter `name` (a state_dict key); AttributeError
+        names the module's parameters when there is no such parameter."""
+        try:
+            return self._params[name]
+        except (KeyError, TypeError):
+            raise AttributeError(f"{type(self).__name__} has no parameter {name!r}; its "
+                                 f"parameters are {list(self._params)}") from None
+
     def state_dict(self):
         """A dict of copies of the parameters, keys in PyTorch's order."""
         return {name: value.copy() for name, value in self._params.items()}
