@@ -11,12 +11,8 @@ from ._nn.tape import Backward
 
 
 class GRUCell(StepCall, ParameterModule):
-    """A gated recurrent unit cell with exactly the behaviour of PyTorch's nn.GRUCell::
-
-        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
-        z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
-        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
-        h' = (1 - z) * n + z * h
+    """A gated recurrent unit cell with exactly the behaviour of PyTorch's nn.GRUCell: one
+    step of cgru.GRU's equations, h' = (1 - z) * n + z * h, with r, z and n from x and h.
 
     Parameters
     ----------

@@ -103,20 +103,8 @@ class GRU(SequenceCall, ParameterModule):
                     dtype=self._dtype.name)
 
     def __repr__(self):
-        args = [str(self._input_size), str(self._hidden_size)]
-        if self._num_layers != 1:
-            args.append(f"num_layers={self._num_layers}")
-        if not self._bias:
-            args.append("bias=False")
-        if self.batch_first:
-            args.append("batch_first=True")
-        if self._dropout:
-            args.append(f"dropout={self._dropout}")
-        if self._bidirectional:
-            args.append("bidirectional=True")
-        if self._dtype != np.float32:
-            args.append("dtype=float64")
-        return f"GRU({', '.join(args)})"
+        extra = [] if self._dtype == np.float32 else ["dtype=float64"]
+        return f"GRU({', '.join(self._repr_args() + extra)})"
 
     # -- other frameworks -----------------------------------------------------------------------
 

@@ -225,18 +225,7 @@ class QuantizedGRU(SequenceCall, _Quantized):
                     precision=self._precision)
 
     def __repr__(self):
-        args = [str(self._input_size), str(self._hidden_size)]
-        if self._num_layers != 1:
-            args.append(f"num_layers={self._num_layers}")
-        if not self._bias:
-            args.append("bias=False")
-        if self.batch_first:
-            args.append("batch_first=True")
-        if self._dropout:
-            args.append(f"dropout={self._dropout}")
-        if self._bidirectional:
-            args.append("bidirectional=True")
-        args.append(f"precision={self._precision!r}")
+        args = self._repr_args() + [f"precision={self._precision!r}"]
         return f"QuantizedGRU({', '.join(args)})"
 
     def _run(self, x, batch_sizes, h0):

@@ -54,6 +54,21 @@ class SequenceCall:
         rows = self._run(call.rows, call.batch_sizes, call.h0)
         return call.layout.outputs(rows, call.h0)
 
+    def _repr_args(self):
+        """The constructor's arguments that differ from the defaults, as repr shows them."""
+        args = [str(self.input_size), str(self.hidden_size)]
+        if self.num_layers != 1:
+            args.append(f"num_layers={self.num_layers}")
+        if not self.bias:
+            args.append("bias=False")
+        if self.batch_first:
+            args.append("batch_first=True")
+        if self.dropout:
+            args.append(f"dropout={self.dropout}")
+        if self.bidirectional:
+            args.append("bidirectional=True")
+        return args
+
     def _prepare(self, input, hx, *, private_rows=False):
         """The Call for (input, hx), after every check. private_rows: the rows must not be the
         caller's memory (vjp's tape keeps them, and must not see later edits)."""
