@@ -5,7 +5,7 @@ import numpy as np
 
 from ._engine import LayerStack, pack_layer
 from ._nn.checks import check_dtype, check_rng, check_size
-from ._nn.inputs import StepCall
+from ._nn.inputs import Call, StepCall
 from ._nn.parameters import ParameterModule
 from ._nn.tape import Backward
 
@@ -91,7 +91,7 @@ class GRUCell(StepCall, ParameterModule):
         any number of times; it uses the weights of this step even if the cell's parameters
         change meanwhile.
         """
-        call = self._prepare(input, hx, private_rows=True)
+        call = Call(*self._prepare(input, hx, private_rows=True))
         tape = []
         rows = self._stack.forward(self._layer_weights, call.rows, call.batch_sizes, call.h0,
                                    tape=tape)

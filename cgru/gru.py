@@ -6,7 +6,7 @@ import numpy as np
 
 from ._engine import LayerStack, dropout_mask, pack_layer
 from ._nn.checks import check_dropout, check_dtype, check_rng, check_size
-from ._nn.inputs import SequenceCall
+from ._nn.inputs import Call, SequenceCall
 from ._nn.parameters import ParameterModule
 from ._nn.tape import Backward
 
@@ -201,7 +201,7 @@ class GRU(SequenceCall, ParameterModule):
         """All layers over packed rows x (R, I); returns rows (R, D*H), the final states
         written into h0 (D*layers, N, H)."""
         return self._stack.forward(self._layer_weights, x, batch_sizes, h0,
-                                   dropout=self._dropout_in_use())
+                                   self._dropout_in_use() if self.training else None)
 
     def vjp(self, input, hx=None):
         """The forward pass, exactly as ``self(input, hx)``, and its vector-Jacobian product.
@@ -222,7 +222,7 @@ class GRU(SequenceCall, ParameterModule):
         layer (plus a dropout mask of D*H values per row below the last layer in training
         mode with dropout), where R = L*N, or sum(lengths) when packed.
         """
-        call = self._prepare(input, hx, private_rows=True)
+        call = Call(*self._prepare(input, hx, private_rows=True))
         tape = []
         rows = self._stack.forward(self._layer_weights, call.rows, call.batch_sizes, call.h0,
                                    dropout=self._dropout_in_use(), tape=tape)

@@ -82,7 +82,7 @@ INT8_INPUT_PRODUCTS = False
 # opening a parallel region costs more than the copy.
 COPY_THREADS_MIN_BYTES = 1 << 20
 
-_NO_GUARD = contextlib.nullcontext()
+NO_GUARD = contextlib.nullcontext()
 
 
 class StackShape(NamedTuple):
@@ -116,7 +116,8 @@ class Plan(NamedTuple):
                            per thread of its team uses the W_ih panels, else one BLAS GEMM
     split_rows:            a direction's team splits the sequences (True) or the hidden units
     fused:                 the input projection is computed inside each step from the panels
-    blas_guard:            a context manager that keeps BLAS single-threaded meanwhile
+    limit_blas:            BLAS must run single-threaded meanwhile (see blas_guard)
+    kernel_args:           the arguments gru_layer / quant_layer take after the arrays
     """
     n_threads: int
     steps_per_block: int
@@ -124,10 +125,14 @@ class Plan(NamedTuple):
     projection_panel_rows: int
     split_rows: bool
     fused: bool
-    blas_guard: object
+    limit_blas: bool
+    kernel_args: tuple
 
 
-def plan(shape, rows, batch_sizes, *, task="forward", precision=None):
+_new_plan = tuple.__new__    # (NamedTuple's generated __new__ costs a microsecond of S1's 8)
+
+
+def plan(shape, rows, batch_sizes, task="forward", precision=None):
     """The Plan of a call over `rows` packed rows with these batch_sizes ((L,) int64,
     non-increasing, summing to rows).
 
@@ -135,7 +140,6 @@ def plan(shape, rows, batch_sizes, *, task="forward", precision=None):
     weights, else "bfloat16" or "int8" (forward only).
     """
     batch = int(batch_sizes[0])
-    n_steps = len(batch_sizes)
     n_threads = get_num_threads() if rows * shape.flops_per_row >= MIN_FLOPS_FOR_THREADS else 1
     if task == "backward":
         steps_per_block = max(1, BACKWARD_WORKSPACE_BYTES // (7 * shape.hidden * shape.itemsize
@@ -144,8 +148,10 @@ def plan(shape, rows, batch_sizes, *, task="forward", precision=None):
         panel_max_rows = PANEL_MAX_ROWS
         fused = False
     else:
+        n_steps = len(batch_sizes)
         # no more threads than a direction has sequences or unit blocks to share out
-        n_threads = min(n_threads, shape.dirs * max(batch, shape.unit_blocks))
+        if n_threads > 1:
+            n_threads = min(n_threads, shape.dirs * max(batch, shape.unit_blocks))
         steps_per_block = max(1, PROJECTION_WORKSPACE_BYTES // (3 * shape.hidden * shape.itemsize
                                                                * batch))
         panel_max_rows = PANEL_MAX_ROWS if precision is None else QUANT_PANEL_MAX_ROWS[precision]
@@ -153,22 +159,25 @@ def plan(shape, rows, batch_sizes, *, task="forward", precision=None):
                         batch if batch > panel_max_rows else 0)
         # the fused projection needs every tile on the panel path
         fused = precision is None and FUSE_MIN_ROWS <= batch <= min(FUSE_MAX_ROWS, panel_max_rows)
-    guard = (blas_single_threaded() if gemm_rows * shape.gemm_work_per_row
-             > BLAS_SINGLE_THREAD_WORK else _NO_GUARD)
-    return Plan(n_threads, steps_per_block, panel_max_rows,
-                PROJECTION_PANEL_ROWS[shape.dtype_name],
-                _split_rows(shape, batch, n_threads), fused, guard)
-
-
-def _split_rows(shape, batch, n_threads):
-    """Whether each direction's team splits the sequences (else the hidden-unit blocks): with
-    one team per direction, the largest team splits rows when each of its threads gets
-    MIN_ROWS_PER_THREAD sequences, or when there are fewer unit blocks than threads."""
-    if n_threads < shape.dirs:
-        return True          # one thread runs every direction, alone
+    # Each direction's team splits the sequences when each of the largest team's threads
+    # gets MIN_ROWS_PER_THREAD of them, or there are fewer unit blocks than threads; else the
+    # hidden-unit blocks. One thread runs every direction alone, by rows.
     largest_team = -(-n_threads // shape.dirs)
-    return (largest_team == 1 or batch >= largest_team * MIN_ROWS_PER_THREAD
-            or shape.unit_blocks < largest_team)
+    split_rows = (largest_team == 1 or batch >= largest_team * MIN_ROWS_PER_THREAD
+                  or shape.unit_blocks < largest_team)
+    args = (n_threads, steps_per_block, panel_max_rows, MIN_ROWS_PER_THREAD,
+            FUSE_MAX_ROWS if fused else 0)
+    return _new_plan(Plan, (n_threads, steps_per_block, panel_max_rows,
+                            PROJECTION_PANEL_ROWS[shape.dtype_name],
+                            split_rows, fused,
+                            gemm_rows * shape.gemm_work_per_row > BLAS_SINGLE_THREAD_WORK,
+                            args))
+
+
+def blas_guard(plan):
+    """The context manager a planned call runs in: BLAS single-threaded when plan.limit_blas
+    (our threads each run their own products: a threaded BLAS inside them oversubscribes)."""
+    return blas_single_threaded() if plan.limit_blas else NO_GUARD
 
 
 def copy_threads(nbytes):

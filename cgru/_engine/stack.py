@@ -54,12 +54,6 @@ def _aligned_rows(rows):
     return rows if rows.flags.aligned else rows.copy()
 
 
-def _forward_args(plan):
-    """The kernel's per-call arguments after the layer's arrays, as gru_layer takes them."""
-    return (plan.n_threads, plan.steps_per_block, plan.panel_max_rows,
-            policy.MIN_ROWS_PER_THREAD, policy.FUSE_MAX_ROWS if plan.fused else 0)
-
-
 class LayerStack:
     """Layers of one module: sizes, dtype and the policy's view of them, fixed at construction.
 
@@ -69,14 +63,17 @@ class LayerStack:
     """
 
     def __init__(self, input_size, hidden_size, num_layers, num_directions, dtype):
+        self.input_size = input_size
         self.hidden = hidden_size
         self.dirs = num_directions
         self.num_layers = num_layers
         self.dtype = np.dtype(dtype)
         self.shape = policy.stack_shape(input_size, hidden_size, num_layers, num_directions,
                                         self.dtype)
+        self._layer_kernel = _LAYER_KERNELS[self.dtype]
+        self._backward_kernel = _BACKWARD_KERNELS[self.dtype]
 
-    def forward(self, layer_weights, x, batch_sizes, h_n, *, dropout=None, tape=None,
+    def forward(self, layer_weights, x, batch_sizes, h_n, dropout=None, tape=None,
                 precision=None):
         """All layers over packed rows x (R, I); returns the last layer's rows (R, D*H).
 
@@ -87,25 +84,27 @@ class LayerStack:
         tape: None, or a list that receives one LayerTape per layer (for `backward`).
         """
         d, h = self.dirs, self.hidden
-        x = _aligned_rows(x)
+        if not x.flags.aligned:
+            x = _aligned_rows(x)
         rows = x.shape[0]
-        plan = policy.plan(self.shape, rows, batch_sizes, precision=precision)
-        args = _forward_args(plan)
+        plan = policy.plan(self.shape, rows, batch_sizes, "forward", precision)
+        args = plan.kernel_args
         h0 = h_n.copy() if tape is not None else None
         last = self.num_layers - 1
-        with plan.blas_guard:
-            for layer, weights in enumerate(layer_weights):
+        # (the guard inline: a function call is a tenth of S1's Python side)
+        with policy.blas_single_threaded() if plan.limit_blas else policy.NO_GUARD:
+            for layer in range(self.num_layers):
+                weights = layer_weights[layer]
                 states = h_n[layer * d:(layer + 1) * d]
                 out = recycled_empty((rows, d * h), self.dtype)
                 if precision is not None:
                     _QUANT_KERNEL(x, weights, batch_sizes, states, out, *args[:4])
                 elif tape is None:
-                    _LAYER_KERNELS[self.dtype](x, weights, batch_sizes, states, out, *args)
+                    self._layer_kernel(x, weights, batch_sizes, states, out, *args)
                 else:
                     save = recycled_empty((d, rows, 4 * h), self.dtype)
-                    _LAYER_KERNELS[self.dtype](x, weights, batch_sizes, states, out, *args,
-                                               save)
-                mask = dropout(out.shape) if dropout is not None and layer < last else None
+                    self._layer_kernel(x, weights, batch_sizes, states, out, *args, save)
+                mask = None if dropout is None or layer == last else dropout(out.shape)
                 if tape is not None:
                     tape.append(LayerTape(x, out, save, weights,
                                           h0[layer * d:(layer + 1) * d], mask))
@@ -126,10 +125,10 @@ class LayerStack:
         grad_rows = _aligned_rows(grad_rows)
         rows, batch = grad_rows.shape[0], int(batch_sizes[0])
         plan = policy.plan(self.shape, rows, batch_sizes, task="backward")
-        run_backward = _BACKWARD_KERNELS[self.dtype]
+        run_backward = self._backward_kernel
         grad_h0 = np.empty((d * self.num_layers, batch, h), dtype=self.dtype)
         layer_grads = [None] * self.num_layers
-        with plan.blas_guard:
+        with policy.blas_guard(plan):
             for layer in reversed(range(self.num_layers)):
                 record = tape[layer]
                 inputs = record.x.shape[1]

@@ -5,6 +5,7 @@ A call becomes a `Call`: the kernel's packed rows, batch sizes and a private h_0
 kernel's (sorted) batch order, plus a layout that maps results and gradients back to the
 caller's shapes (dense, batch-first, unbatched, packed, or one step of a cell).
 """
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -20,10 +21,14 @@ class Call(NamedTuple):
     h0: np.ndarray              # (layers, N, H) a private C-contiguous copy, kernel's order
     layout: object              # DenseLayout, PackedLayout or CellLayout
 
+# (_prepare returns a plain tuple in Call's order: building the NamedTuple cost a tenth of
+# a one-step call's Python side, S1's; vjp names the fields.)
+
 
 class SequenceCall:
-    """Mixin: forward and its checks for a sequence module. The class provides dtype,
-    input_size, hidden_size, num_layers, num_directions, batch_first and
+    """Mixin: forward and its checks for a sequence module. The class provides _stack (its
+    LayerStack: sizes and dtype, read on every call as plain attributes), the public
+    configuration attributes, batch_first and
     _run(rows (R, I), batch_sizes (L,), h0 (D*num_layers, N, H)) -> rows (R, D*H), which
     writes the final states into h0."""
 
@@ -50,9 +55,8 @@ class SequenceCall:
         where L is the sequence length, N the batch size, H_in = input_size,
         H = hidden_size and D = 2 if bidirectional else 1.
         """
-        call = self._prepare(input, hx)
-        rows = self._run(call.rows, call.batch_sizes, call.h0)
-        return call.layout.outputs(rows, call.h0)
+        x, batch_sizes, h0, layout = self._prepare(input, hx)
+        return layout.outputs(self._run(x, batch_sizes, h0), h0)
 
     def _repr_args(self):
         """The constructor's arguments that differ from the defaults, as repr shows them."""
@@ -72,18 +76,19 @@ class SequenceCall:
     def _prepare(self, input, hx, *, private_rows=False):
         """The Call for (input, hx), after every check. private_rows: the rows must not be the
         caller's memory (vjp's tape keeps them, and must not see later edits)."""
-        dtype = self.dtype
+        stack = self._stack
+        dtype = stack.dtype
         if isinstance(input, PackedSequence):
             x, batch_sizes, sorted_indices, unsorted_indices = check_packed(input, dtype)
             if x.ndim != 2:
                 raise ValueError(f"GRU: Expected packed data to be 2D (sum(lengths), "
                                  f"input_size), got {x.ndim}D instead")
             layout = PackedLayout(batch_sizes, sorted_indices, unsorted_indices)
-            check_sequence_sizes(self, len(batch_sizes), layout.batch, x.shape[1])
+            _check_sizes(stack, len(batch_sizes), layout.batch, x.shape[1])
             if private_rows and np.may_share_memory(x, _as_array(input.data)):
                 x = x.copy()
             h0 = layout.state_to_kernel(self._initial_state(hx, layout.batch, batched=True))
-            return Call(x, batch_sizes, np.ascontiguousarray(h0), layout)
+            return x, batch_sizes, np.ascontiguousarray(h0), layout
         x = input if type(input) is np.ndarray and input.dtype == dtype \
             else as_float_array(input, "input", dtype)      # (only read, never written)
         if x.ndim not in (2, 3):
@@ -91,20 +96,21 @@ class SequenceCall:
         batched = x.ndim == 3
         seq_len, batch = (x.shape[1], x.shape[0]) if batched and self.batch_first else \
             (x.shape[0], x.shape[1] if batched else 1)
-        check_sequence_sizes(self, seq_len, batch, x.shape[-1])
-        layout = DenseLayout(seq_len, batch, batched, self.batch_first)
+        _check_sizes(stack, seq_len, batch, x.shape[-1])
+        layout = dense_layout(seq_len, batch, batched, self.batch_first)
         rows = layout.to_rows(x)
         if private_rows and x is input and np.may_share_memory(rows, input):
             rows = rows.copy()
         h0 = self._initial_state(hx, batch, batched)
-        return Call(rows, dense_batch_sizes(seq_len, batch), h0, layout)
+        return rows, dense_batch_sizes(seq_len, batch), h0, layout
 
     def _initial_state(self, hx, batch, batched):
         """h_0 as a new (D * num_layers, N, H) array of the module's dtype."""
-        shape = (self.num_directions * self.num_layers, batch, self.hidden_size)
+        stack = self._stack
+        shape = (stack.dirs * stack.num_layers, batch, stack.hidden)
         if hx is None:
-            return np.zeros(shape, dtype=self.dtype)
-        h0 = as_float_array(hx, "hx", self.dtype)
+            return np.zeros(shape, dtype=stack.dtype)
+        h0 = as_float_array(hx, "hx", stack.dtype)
         if batched and h0.ndim != 3:
             raise ValueError(f"For batched 3-D input, hx should also be 3-D but got "
                              f"{h0.ndim}-D tensor")
@@ -122,9 +128,13 @@ class SequenceCall:
 
 def check_sequence_sizes(module, seq_len, batch, features):
     """PyTorch's errors for an input of these sizes to a sequence module."""
-    if features != module.input_size:
+    _check_sizes(module._stack, seq_len, batch, features)
+
+
+def _check_sizes(stack, seq_len, batch, features):
+    if features != stack.input_size:
         raise ValueError(f"input.size(-1) must be equal to input_size. "
-                         f"Expected {module.input_size}, got {features}")
+                         f"Expected {stack.input_size}, got {features}")
     if seq_len == 0:
         raise ValueError("Expected sequence length to be larger than 0 in RNN")
     if batch == 0:
@@ -132,8 +142,8 @@ def check_sequence_sizes(module, seq_len, batch, features):
 
 
 class StepCall:
-    """Mixin: a cell's forward and its checks. The class provides dtype, input_size,
-    hidden_size and _run(rows (N, I), batch_sizes (1,), h (1, N, H)) -> h' (N, H)."""
+    """Mixin: a cell's forward and its checks. The class provides _stack (its LayerStack)
+    and _run(rows (N, I), batch_sizes (1,), h (1, N, H)) -> h' (N, H)."""
 
     def __call__(self, input, hx=None):
         return self.forward(input, hx)
@@ -145,14 +155,15 @@ class StepCall:
         hx : array-like (N, H), or (H,) unbatched; zeros if None
         Returns h' : ndarray (N, H), or (H,) unbatched, a new array of the cell's dtype.
         """
-        call = self._prepare(input, hx)
-        rows = self._run(call.rows, call.batch_sizes, call.h0)
-        return rows if call.layout.batched else rows[0]
+        x, batch_sizes, h, layout = self._prepare(input, hx)
+        rows = self._run(x, batch_sizes, h)
+        return rows if layout.batched else rows[0]
 
     def _prepare(self, input, hx, *, private_rows=False):
         """The Call for one step (input, hx), after every check (private_rows as for
         SequenceCall._prepare)."""
-        dtype = self.dtype
+        stack = self._stack
+        dtype = stack.dtype
         x = input if type(input) is np.ndarray and input.dtype == dtype \
             else as_float_array(input, "input", dtype)
         borrowed = x is input       # (only read, never written)
@@ -162,23 +173,24 @@ class StepCall:
         if not batched:
             x = x[None, :]
         batch, features = x.shape
-        if features != self.input_size:
+        if features != stack.input_size:
             raise ValueError(f"input has inconsistent input_size: got {features} "
-                             f"expected {self.input_size}")
+                             f"expected {stack.input_size}")
         if batch == 0:
             raise ValueError("GRUCell: Expected a non-empty batch, got batch size 0")
         rows = np.ascontiguousarray(x)
         if private_rows and borrowed and np.may_share_memory(rows, input):
             rows = rows.copy()
         h = self._initial_state(hx, batch, batched)
-        return Call(rows, dense_batch_sizes(1, batch), h, CellLayout(batch, batched))
+        return rows, dense_batch_sizes(1, batch), h, cell_layout(batch, batched)
 
     def _initial_state(self, hx, batch, batched):
         """h as a new (1, N, H) array (the kernel's layer-state layout)."""
+        hidden, dtype = self._stack.hidden, self._stack.dtype
         if hx is None:
-            return np.zeros((1, batch, self.hidden_size), dtype=self.dtype)
-        h = as_float_array(hx, "hx", self.dtype)
-        want = (batch, self.hidden_size) if batched else (self.hidden_size,)
+            return np.zeros((1, batch, hidden), dtype=dtype)
+        h = as_float_array(hx, "hx", dtype)
+        want = (batch, hidden) if batched else (hidden,)
         if h.ndim != len(want):
             raise ValueError(f"GRUCell: Expected hx to be {len(want)}D {want} for "
                              f"{'batched' if batched else 'unbatched'} input, got {h.ndim}D "
@@ -186,16 +198,18 @@ class StepCall:
         if batched and h.shape[0] != batch:
             raise ValueError(f"Input batch size {batch} doesn't match hidden0 batch size "
                              f"{h.shape[0]}")
-        if h.shape[-1] != self.hidden_size:
+        if h.shape[-1] != hidden:
             raise ValueError(f"hidden0 has inconsistent hidden_size: got {h.shape[-1]}, "
-                             f"expected {self.hidden_size}")
-        return h.reshape(1, batch, self.hidden_size)
+                             f"expected {hidden}")
+        return h.reshape(1, batch, hidden)
 
 
 # -- layouts: the caller's shapes <-> the kernel's rows and states ------------------------------
 
 class DenseLayout:
     """A padded batch: (L, N, C), (N, L, C) if batch_first, or (L, C) unbatched."""
+
+    __slots__ = ("seq_len", "batch", "batched", "batch_first")
 
     def __init__(self, seq_len, batch, batched, batch_first):
         self.seq_len, self.batch = seq_len, batch
@@ -225,7 +239,12 @@ class DenseLayout:
 
     def outputs(self, rows, h_n):
         """(output, h_n) in the caller's shapes, from the kernel's rows (R, C) and states."""
-        return self.from_rows(rows), self.state_from_kernel(h_n)
+        output = rows.reshape(self.seq_len, self.batch, -1)   # (from_rows and
+        if not self.batched:                                  # state_from_kernel, inline:
+            return output[:, 0, :], h_n[:, 0, :]              # this runs on every call)
+        if self.batch_first:
+            output = np.ascontiguousarray(output.transpose(1, 0, 2))
+        return output, h_n
 
     def check_output_gradient(self, grad, dtype, channels):
         return self.to_rows(array_of_shape(grad, "grad_output", dtype, self.shape(channels),
@@ -241,8 +260,16 @@ class DenseLayout:
         return state if self.batched else state[:, 0, :]
 
 
+@functools.lru_cache(maxsize=256)
+def dense_layout(seq_len, batch, batched, batch_first):
+    """The DenseLayout of these sizes (immutable, so shared: built once, not per call)."""
+    return DenseLayout(seq_len, batch, batched, batch_first)
+
+
 class CellLayout(DenseLayout):
     """One step of a cell: (N, C), or (C,) unbatched."""
+
+    __slots__ = ()
 
     def __init__(self, batch, batched):
         super().__init__(1, batch, batched, False)
@@ -267,6 +294,12 @@ class CellLayout(DenseLayout):
 
     def state_from_kernel(self, state):
         return state.reshape(self.shape(state.shape[2]))
+
+
+@functools.lru_cache(maxsize=256)
+def cell_layout(batch, batched):
+    """The CellLayout of these sizes (shared, like dense_layout's)."""
+    return CellLayout(batch, batched)
 
 
 class PackedLayout:
