@@ -134,10 +134,12 @@ def _engine(module, params, dtype):
         versions = state["_cgru_versions"]
         changed = {}
         for name, param in params:
-            key = (param.data_ptr(), param._version)
-            if versions.get(name) != key:
+            seen = versions.get(name)
+            # the same tensor object (a freed one's address may be reused), storage, version
+            if seen is None or seen[0]() is not param or seen[1:] != (param.data_ptr(),
+                                                                       param._version):
                 changed[name] = _array(param)
-                versions[name] = key
+                versions[name] = (weakref.ref(param), param.data_ptr(), param._version)
         if changed:
             engine.load_state_dict(changed, strict=False)
         return engine
@@ -157,7 +159,8 @@ class _BridgeState:
     _CGRU_KEYS = ("_cgru_engine", "_cgru_versions")
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items()
+        state = super().__getstate__()
+        return {k: v for k, v in (state or self.__dict__).items()
                 if k not in self._CGRU_KEYS and k != "_cgru_key"}
 
     def __setstate__(self, state):
