@@ -567,3 +567,14 @@ def test_torch_compile_cell_in_a_loop():
     assert_close(got_grad, want_grad, torch.float32)
     with torch.no_grad():
         assert_close(compiled(xs), unroll(reference, xs), torch.float32)
+
+
+def test_readme_example_runs():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    code = text[text.index("## cgru inside PyTorch"):].split("```python\n", 1)[1]
+    code = code.split("```", 1)[0]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("GRU True loss ")
