@@ -5,6 +5,7 @@ Environment switches:
     CGRU_REQUIRE_OPENMP=1  fail the build instead of falling back to a serial build.
     CGRU_CYTHON_CHECKS=1   turn Cython's bounds and wraparound checks back on (debugging).
 """
+import glob
 import os
 import platform
 import shutil
@@ -104,8 +105,13 @@ def _extensions():
     from Cython.Build import cythonize
 
     checks = _flag("CGRU_CYTHON_CHECKS")
+    # The C of the kernels lives in real headers (pyx/include/*.h), so that the compiler, an
+    # editor and C tools see it; a change to one rebuilds the extensions.
+    headers = sorted(glob.glob(os.path.join("pyx", "include", "*.h")))
     modules = [
-        Extension(f"cgru.{name}", [os.path.join("pyx", f"{name}.pyx")]) for name in EXTENSIONS
+        Extension(f"cgru.{name}", [os.path.join("pyx", f"{name}.pyx")],
+                  include_dirs=[os.path.join("pyx", "include")], depends=headers)
+        for name in EXTENSIONS
     ]
     return cythonize(
         modules,
