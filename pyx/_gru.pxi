@@ -42,7 +42,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
-from _blas cimport gemm_nn
+from _blas cimport gemm
 from _inner cimport (CGRU_PANEL_ROWS, CGRU_PANEL_ROWS_D, CGRU_PANEL_ROWS_F, cgru_alloc,
                      cgru_free, cgru_gate_rows_double, cgru_gate_rows_float,
                      cgru_panel_tile_double, cgru_panel_tile_float, cgru_prefetch_rows)
@@ -211,8 +211,8 @@ cdef void _tile_step(const Shape *shape, int d, int b0, int b1, int k0, int k1, 
         # Large tile: one BLAS GEMM for the tile's columns, then the gate pass.
         c0 = 3 * units_from     # a block's columns start at 3 * u0: earlier blocks are full
         c1 = 3 * units_to
-        gemm_nn(b1 - b0, c1 - c0, hidden, h_prev + <int64_t> b0 * ld_prev, ld_prev,
-                w_hh__h3h + c0, g3, 0.0, gh__n3h + <int64_t> b0 * g3 + c0, g3)
+        gemm(False, False, b1 - b0, c1 - c0, hidden, h_prev + <int64_t> b0 * ld_prev, ld_prev,
+             w_hh__h3h + c0, g3, 0.0, gh__n3h + <int64_t> b0 * g3 + c0, g3)
         for k in range(k0, k1):
             u0 = k * _UB
             u = min(_UB, hidden - u0)
@@ -370,9 +370,9 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
             # projected alike (a share of 8 rows by panels, one of 9 by BLAS, would sum them in
             # different orders)
             if r1 > r0:
-                gemm_nn(r1 - r0, g3, shape.input_size,
-                        x__ri + (block_start + r0) * shape.input_size, shape.input_size,
-                        w_ih__i3h, g3, 0.0, gi__r3h + r0 * g3, g3)
+                gemm(False, False, r1 - r0, g3, shape.input_size,
+                     x__ri + (block_start + r0) * shape.input_size, shape.input_size,
+                     w_ih__i3h, g3, 0.0, gi__r3h + r0 * g3, g3)
         elif r1 > r0:   # a register block of rows or less (one-step calls): no BLAS overhead
             _panel_projection(shape, r1 - r0, x__ri + (block_start + r0) * shape.input_size,
                               ih_panels__ki48, gi__r3h + r0 * g3, acc__r48,
