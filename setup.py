@@ -86,7 +86,10 @@ class BuildExtWithOpenMP(build_ext):
                 if _flag("CGRU_REQUIRE_OPENMP"):
                     raise RuntimeError(msg + " (CGRU_REQUIRE_OPENMP is set)")
                 warnings.warn(msg)
-        optimise = ["/O2"] if ctype == "msvc" else ["-O3"]
+        # -ffp-contract=off: no a * b + c is fused unless the code says so (CGRU_FMA in
+        # pyx/include/cgru_vec.h), so that every optimisation level, the sanitizer build's -O1
+        # included, computes the same bits (GCC fused by its own choice at -O2 and -O3 only)
+        optimise = ["/O2"] if ctype == "msvc" else ["-O3", "-ffp-contract=off"]
         isa_builds = ctype in ("unix", "mingw32") and platform.machine().lower() in (
             "x86_64", "amd64", "i686", "i386")
         kept = []

@@ -14,6 +14,9 @@
 #define CGRU_BACKWARD_H
 
 #include <string.h>
+
+#include "cgru_vec.h"   /* CGRU_FMAS */
+
 /* rows of one step: save (row m at save + m * 4H; unit block k's r | z | n | hn at 4 * 16k,
    gate stride u); h_prev (row m at h_prev + m * ld_prev); g = dL/dh' from the later steps
    (row m at g + m * ld_g; replaced by g * z), to which g_out, the output's gradient (row m
@@ -43,7 +46,7 @@ static inline void cgru_gate_grads_##T(int rows, int hidden, const T *restrict s
             _Pragma("GCC ivdep") \
             for (int j = 0; j < u; j++) { \
                 const T gj = gg[j] + go[j], rj = r[j], zj = z[j], nj = n[j]; \
-                const T dan = gj * (1 - zj) * (1 - nj * nj); \
+                const T dan = gj * (1 - zj) * CGRU_FMAS(T, -nj, nj, 1); \
                 const T dar = dan * hn[j] * rj * (1 - rj); \
                 const T daz = gj * (hp[j] - nj) * zj * (1 - zj); \
                 gi[j] = dar; gi[u + j] = daz; gi[2 * u + j] = dan; \

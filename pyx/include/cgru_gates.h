@@ -48,8 +48,9 @@ cgru_gates16_##T##_##P##_##SAVE(const T *gi, long ld_gi, int si, const T *gh, lo
         CGRU_UNROLL for (int p = 0; p < P; p++) {                                         \
             const T *x = gi + p * ld_gi + 2 * si + c, *y = gh + p * ld_gh + 2 * sh + c;   \
             V hn = *(const V *)y + b_hn;                                                  \
-            V a = *(const V *)x + b_n + r[p] * hn;                                        \
-            n[p] = 2 * cgru_recip_##T(one + cgru_exp_##T(-2 * a)) - 1;   /* tanh(a) */    \
+            V a = CGRU_FMA(T, r[p], hn, *(const V *)x + b_n);                             \
+            /* n = tanh(a) = 2 / (1 + exp(-2a)) - 1 */                                    \
+            n[p] = CGRU_FMA1(T, 2, cgru_recip_##T(one + cgru_exp_##T(-2 * a)), -one);      \
             if (SAVE) {   /* what the backward pass needs: r | z | n | W_hn h + b_hn */   \
                 T *to = save + p * ld_save + c;                                           \
                 *(V *)to = r[p];                                                          \
@@ -61,7 +62,7 @@ cgru_gates16_##T##_##P##_##SAVE(const T *gi, long ld_gi, int si, const T *gh, lo
         /* h' = (1 - z) * n + z * h, written as ATen's CPU cell writes it */              \
         CGRU_UNROLL for (int p = 0; p < P; p++)                                           \
             *(V *)(h_next + p * ld_next + c) =                                            \
-                n[p] + z[p] * (*(const V *)(h_prev + p * ld_prev + c) - n[p]);            \
+                CGRU_FMA(T, z[p], *(const V *)(h_prev + p * ld_prev + c) - n[p], n[p]);   \
     }                                                                                     \
 }
 /* save (NULL: the forward alone): row m's r, z, n and W_hn h + b_hn of these units at

@@ -58,13 +58,15 @@ static inline void cgru_panel_##T##_##NAME(int K, const T *restrict h, long ldh,
                 const T *base = m < 4 ? hq : hq4;                                         \
                 T hk = (m % 4 == 0) ? base[s] : (m % 4 == 1) ? base[ldh + s]              \
                        : (m % 4 == 2) ? base[l2 + s] : base[l3 + s];                      \
-                CGRU_UNROLL for (int v = 0; v < NV; v++) a[s][m][v] += hk * w[v];         \
+                CGRU_UNROLL for (int v = 0; v < NV; v++)                                  \
+                    a[s][m][v] = CGRU_FMA1(T, hk, w[v], a[s][m][v]);                      \
             }                                                                             \
         }                                                                                 \
     for (; k < K; k++) {                                                                  \
         const V *w = (const V *)(panel + (long)k * CGRU_PANEL);                           \
         CGRU_UNROLL for (int m = 0; m < R; m++)                                           \
-            CGRU_UNROLL for (int v = 0; v < NV; v++) a[0][m][v] += h[m * ldh + k] * w[v]; \
+            CGRU_UNROLL for (int v = 0; v < NV; v++)                                      \
+                a[0][m][v] = CGRU_FMA1(T, h[m * ldh + k], w[v], a[0][m][v]);              \
     }                                                                                     \
     CGRU_UNROLL for (int m = 0; m < R; m++)                                               \
         CGRU_UNROLL for (int v = 0; v < NV; v++) {                                        \

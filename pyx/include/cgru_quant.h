@@ -54,8 +54,8 @@ static inline void cgru_bf16_panel_##R(int K, const float *restrict h, long ldh,
         CGRU_UNROLL for (int v = 0; v < NV; v++) {                                        \
             const V even = (V)(w[v] << 16), odd = (V)(w[v] & high);                       \
             CGRU_UNROLL for (int m = 0; m < R; m++) {                                     \
-                a[0][m][v] += he[m] * even;                                               \
-                a[S - 1][m][v] += ho[m] * odd;                                            \
+                a[0][m][v] = CGRU_FMA1(float, he[m], even, a[0][m][v]);                   \
+                a[S - 1][m][v] = CGRU_FMA1(float, ho[m], odd, a[S - 1][m][v]);            \
             }                                                                             \
         }                                                                                 \
     }                                                                                     \
@@ -64,7 +64,7 @@ static inline void cgru_bf16_panel_##R(int K, const float *restrict h, long ldh,
         CGRU_UNROLL for (int v = 0; v < NV; v++) {                                        \
             const V even = (V)(w[v] << 16);                                               \
             CGRU_UNROLL for (int m = 0; m < R; m++)                                       \
-                a[0][m][v] += h[m * ldh + 2 * k2] * even;                                 \
+                a[0][m][v] = CGRU_FMA1(float, h[m * ldh + 2 * k2], even, a[0][m][v]);     \
         }                                                                                 \
     }                                                                                     \
     CGRU_UNROLL for (int m = 0; m < R; m++)                                               \

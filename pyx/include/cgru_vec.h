@@ -40,6 +40,49 @@ typedef double cgru_vdouble __attribute__((vector_size(CGRU_VECTOR_BYTES), align
 typedef int32_t cgru_vfloat_bits __attribute__((vector_size(CGRU_VECTOR_BYTES)));
 typedef int64_t cgru_vdouble_bits __attribute__((vector_size(CGRU_VECTOR_BYTES)));
 
+/* Fused multiply-adds, written out: every extension builds with -ffp-contract=off (setup.py), so
+   that no a * b + c is fused or not by the optimisation level's choice (the sanitizer build at
+   -O1 fused fewer than -O3 and rounded sigmoid differently); the kernel fuses exactly these.
+   CGRU_FMA(T, a, b, c) = a * b + c rounded once, on vectors; CGRU_FMA1 with a scalar a. The
+   baseline build (SSE2) has no FMA instruction: there the two roundings of a * b + c. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define CGRU_FMA_PS(a, b, c) ((cgru_vfloat)_mm512_fmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)))
+#define CGRU_FMA_PD(a, b, c) \
+    ((cgru_vdouble)_mm512_fmadd_pd((__m512d)(a), (__m512d)(b), (__m512d)(c)))
+#define CGRU_SPLAT_PS(x) ((cgru_vfloat)_mm512_set1_ps(x))
+#define CGRU_SPLAT_PD(x) ((cgru_vdouble)_mm512_set1_pd(x))
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define CGRU_FMA_PS(a, b, c) ((cgru_vfloat)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
+#define CGRU_FMA_PD(a, b, c) \
+    ((cgru_vdouble)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
+#define CGRU_SPLAT_PS(x) ((cgru_vfloat)_mm256_set1_ps(x))
+#define CGRU_SPLAT_PD(x) ((cgru_vdouble)_mm256_set1_pd(x))
+#else
+#define CGRU_NO_FMA 1
+#define CGRU_FMA_PS(a, b, c) ((a) * (b) + (c))
+#define CGRU_FMA_PD(a, b, c) ((a) * (b) + (c))
+#define CGRU_SPLAT_PS(x) (x)      /* a scalar operand of a vector operation is broadcast */
+#define CGRU_SPLAT_PD(x) (x)
+#endif
+#define CGRU_FMA_float CGRU_FMA_PS
+#define CGRU_FMA_double CGRU_FMA_PD
+#define CGRU_SPLAT_float CGRU_SPLAT_PS
+#define CGRU_SPLAT_double CGRU_SPLAT_PD
+#define CGRU_FMA(T, a, b, c) CGRU_FMA_##T(a, b, c)
+/* The same on scalars, in loops that GCC vectorizes (fma() is one instruction only with FMA
+   hardware: elsewhere a slow library call) */
+#if defined(__FMA__)
+#define CGRU_FMAS_float(a, b, c) __builtin_fmaf(a, b, c)
+#define CGRU_FMAS_double(a, b, c) __builtin_fma(a, b, c)
+#else
+#define CGRU_FMAS_float(a, b, c) ((a) * (b) + (c))
+#define CGRU_FMAS_double(a, b, c) ((a) * (b) + (c))
+#endif
+#define CGRU_FMAS(T, a, b, c) CGRU_FMAS_##T(a, b, c)
+#define CGRU_FMA1(T, a, b, c) CGRU_FMA_##T(CGRU_SPLAT_##T(a), b, c)
+
 /* where(mask, a, b) on vectors: lanes of a where mask is all ones, else b */
 #define CGRU_WHERE(T, mask, a, b) \
     ((cgru_v##T)(((mask) & (cgru_v##T##_bits)(a)) | (~(mask) & (cgru_v##T##_bits)(b))))
@@ -81,16 +124,16 @@ static inline cgru_vfloat cgru_exp_float(cgru_vfloat x) {
     x = CGRU_WHERE(float, x < zero - 87.0f, zero - 87.0f, x);
     x = CGRU_WHERE(float, x > zero + 88.0f, zero + 88.0f, x);
     /* n = round(x / ln 2) with the 1.5 * 2^23 trick */
-    cgru_vfloat n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    cgru_vfloat r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
+    cgru_vfloat n = CGRU_FMA1(float, 1.44269504088896341f, x, zero + 12582912.0f) - 12582912.0f;
+    cgru_vfloat r = CGRU_FMA1(float, -0.693359375f, n, x);
+    r = CGRU_FMA1(float, 2.12194440e-4f, n, r);
     cgru_vfloat p = zero + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    p = CGRU_FMA(float, p, r, zero + 1.3981999507e-3f);
+    p = CGRU_FMA(float, p, r, zero + 8.3334519073e-3f);
+    p = CGRU_FMA(float, p, r, zero + 4.1665795894e-2f);
+    p = CGRU_FMA(float, p, r, zero + 1.6666665459e-1f);
+    p = CGRU_FMA(float, p, r, zero + 5.0000001201e-1f);
+    p = CGRU_FMA(float, p * r, r, r) + 1.0f;
     /* 2^n: n + 127 sits in the low mantissa bits of n + 127 + 2^23; shift it to the exponent */
     cgru_vfloat_bits bits = (cgru_vfloat_bits)(n + (127.0f + 8388608.0f)) << 23;
     return p * (cgru_vfloat)bits;
@@ -101,15 +144,19 @@ static inline cgru_vdouble cgru_exp_double(cgru_vdouble x) {
     const cgru_vdouble zero = {0};
     x = CGRU_WHERE(double, x < zero - 708.0, zero - 708.0, x);
     x = CGRU_WHERE(double, x > zero + 709.0, zero + 709.0, x);
-    cgru_vdouble n = (x * 1.4426950408889634074 + 6755399441055744.0) - 6755399441055744.0;
-    cgru_vdouble r = x - n * 6.93145751953125e-1;
-    r = r - n * 1.42860682030941723212e-6;
+    cgru_vdouble n = CGRU_FMA1(double, 1.4426950408889634074, x,
+                               zero + 6755399441055744.0) - 6755399441055744.0;
+    cgru_vdouble r = CGRU_FMA1(double, -6.93145751953125e-1, n, x);
+    r = CGRU_FMA1(double, -1.42860682030941723212e-6, n, r);
     cgru_vdouble rr = r * r;
-    cgru_vdouble px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
-                           + 9.99999999999999999910e-1);
-    cgru_vdouble qx = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
-                       + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0;
-    cgru_vdouble e = 1.0 + 2.0 * (px / (qx - px));
+    cgru_vdouble px = CGRU_FMA1(double, 1.26177193074810590878e-4, rr,
+                                zero + 3.02994407707441961300e-2);
+    px = r * CGRU_FMA(double, px, rr, zero + 9.99999999999999999910e-1);
+    cgru_vdouble qx = CGRU_FMA1(double, 3.00198505138664455042e-6, rr,
+                                zero + 2.52448340349684104192e-3);
+    qx = CGRU_FMA(double, qx, rr, zero + 2.27265548208155028766e-1);
+    qx = CGRU_FMA(double, qx, rr, zero + 2.00000000000000000009e0);
+    cgru_vdouble e = CGRU_FMA1(double, 2.0, px / (qx - px), zero + 1.0);
     cgru_vdouble_bits bits = (cgru_vdouble_bits)(n + (1023.0 + 4503599627370496.0)) << 52;
     return e * (cgru_vdouble)bits;
 }
@@ -121,7 +168,8 @@ static inline cgru_vdouble cgru_exp_double(cgru_vdouble x) {
 #include <immintrin.h>
 static inline cgru_vfloat cgru_recip_float(cgru_vfloat d) {
     cgru_vfloat y = (cgru_vfloat)_mm512_rcp14_ps((__m512)d);
-    return y + y * (1.0f - d * y);
+    cgru_vfloat e = (cgru_vfloat)_mm512_fnmadd_ps((__m512)d, (__m512)y, _mm512_set1_ps(1.0f));
+    return CGRU_FMA(float, y, e, y);
 }
 #else
 static inline cgru_vfloat cgru_recip_float(cgru_vfloat d) { return 1.0f / d; }
