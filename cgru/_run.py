@@ -35,6 +35,10 @@ MIN_ROWS_PER_THREAD = 8
 # from 8 to 256 (one GEMM over all the steps of a batch-1 sequence beats 1-row products).
 FUSE_MIN_ROWS = 8
 FUSE_MAX_ROWS = min(256, PANEL_MAX_ROWS)
+# A block of steps whose input projection has at most this many rows per thread goes through
+# the W_ih panels (one register block: no BLAS call overhead, one-step calls), more through one
+# GEMM. The float register block, for float64 too, as the kernel chose before it was told.
+PROJECTION_PANEL_ROWS = kernel.PANEL_ROWS_FLOAT
 # Below this much work a call runs on one thread: opening a parallel region costs about 2 us,
 # more than a one-step call's whole compute (S1: 9 us on 2 threads, 7 us on 1).
 MIN_FLOPS_FOR_THREADS = 1 << 20
@@ -97,8 +101,17 @@ class LayerStack:
         self.gemm_work_per_row = 3 * hidden_size * widest_input
         self.gi_row_bytes = 3 * hidden_size * self.dtype.itemsize
 
+    def _split_rows(self, n_threads, batch):
+        """Whether a team of threads splits the sequences (else the hidden units of each
+        step): when each of the largest team's threads gets MIN_ROWS_PER_THREAD of them, or
+        there are fewer unit blocks than threads (the thread count as the kernel clamps it)."""
+        blocks = -(-self.hidden // kernel.UNIT_BLOCK)
+        n_threads = max(1, min(n_threads, self.dirs * max(batch, blocks)))
+        team = -(-n_threads // self.dirs)
+        return team == 1 or batch >= team * MIN_ROWS_PER_THREAD or blocks < team
+
     def _policy(self, rows, batch_sizes):
-        """(threads, steps per projection block, fused-projection limit, BLAS guard)."""
+        """(threads, steps per projection block, split rows, fused projection, BLAS guard)."""
         batch = int(batch_sizes[0])
         n_threads = get_num_threads() if rows * self.flops_per_row >= MIN_FLOPS_FOR_THREADS else 1
         steps_per_block = max(1, PROJECTION_WORKSPACE_BYTES // (self.gi_row_bytes * batch))
@@ -107,7 +120,8 @@ class LayerStack:
         fuse_max_rows = FUSE_MAX_ROWS if batch >= FUSE_MIN_ROWS else 0
         guard = (blas_single_threaded() if gemm_rows * self.gemm_work_per_row
                  > BLAS_SINGLE_THREAD_WORK else _NO_GUARD)
-        return n_threads, steps_per_block, fuse_max_rows, guard
+        fused = batch <= min(fuse_max_rows, PANEL_MAX_ROWS)
+        return n_threads, steps_per_block, self._split_rows(n_threads, batch), fused, guard
 
     def run_saving(self, packed_layers, x, batch_sizes, h_n, dropout_mask=None):
         """Like run, keeping what the backward pass needs: returns (rows, [LayerTape]).
@@ -119,7 +133,7 @@ class LayerStack:
         x = _aligned_rows(x)
         rows = x.shape[0]
         h0 = h_n.copy()
-        n_threads, steps_per_block, fuse_max_rows, guard = self._policy(rows, batch_sizes)
+        n_threads, steps_per_block, split_rows, fused, guard = self._policy(rows, batch_sizes)
         tape = []
         with guard:
             for layer in range(self.num_layers):
@@ -127,8 +141,8 @@ class LayerStack:
                 out = recycled_empty((rows, d * h), self.dtype)
                 save = recycled_empty((d, rows, 4 * h), self.dtype)
                 self.run_layer(x, weights, batch_sizes, h_n[layer * d:(layer + 1) * d], out,
-                               n_threads, steps_per_block, PANEL_MAX_ROWS, MIN_ROWS_PER_THREAD,
-                               fuse_max_rows, save)
+                               n_threads, steps_per_block, PANEL_MAX_ROWS,
+                               PROJECTION_PANEL_ROWS, split_rows, fused, save)
                 mask = None
                 if dropout_mask is not None and layer < self.num_layers - 1:
                     mask = dropout_mask(out.shape)
@@ -183,13 +197,13 @@ class LayerStack:
         d, h = self.dirs, self.hidden
         x = _aligned_rows(x)
         rows = x.shape[0]
-        n_threads, steps_per_block, _, guard = self._policy(rows, batch_sizes)
+        n_threads, steps_per_block, split_rows, _, guard = self._policy(rows, batch_sizes)
         with guard:
             for layer in range(self.num_layers):
                 out = recycled_empty((rows, d * h), self.dtype)
                 _QUANT_KERNEL(x, quant_layers[layer], batch_sizes,
                               h_n[layer * d:(layer + 1) * d], out, n_threads, steps_per_block,
-                              panel_max_rows, MIN_ROWS_PER_THREAD)
+                              panel_max_rows, PROJECTION_PANEL_ROWS, split_rows)
                 x = out
         return x
 
@@ -203,14 +217,14 @@ class LayerStack:
         d, h = self.dirs, self.hidden
         x = _aligned_rows(x)
         rows = x.shape[0]
-        n_threads, steps_per_block, fuse_max_rows, guard = self._policy(rows, batch_sizes)
+        n_threads, steps_per_block, split_rows, fused, guard = self._policy(rows, batch_sizes)
         with guard:
             for layer in range(self.num_layers):
                 out = recycled_empty((rows, d * h), self.dtype)
                 self.run_layer(x, packed_layers[layer], batch_sizes,
                                h_n[layer * d:(layer + 1) * d], out, n_threads,
-                               steps_per_block, PANEL_MAX_ROWS, MIN_ROWS_PER_THREAD,
-                               fuse_max_rows)
+                               steps_per_block, PANEL_MAX_ROWS, PROJECTION_PANEL_ROWS,
+                               split_rows, fused)
                 if dropout is not None and layer < self.num_layers - 1:
                     out = dropout(out)
                 x = out
