@@ -37,13 +37,7 @@ static inline void cgru_panel_##T##_##NAME(int K, const T *restrict h, long ldh,
     typedef cgru_v##T V;                                                                  \
     enum { S = CHAINS, VL = CGRU_LANES(T), NV = CGRU_PANEL / VL };                        \
     V a[S][R][NV];                                                                        \
-    CGRU_UNROLL for (int s = 0; s < S; s++)                                               \
-        CGRU_UNROLL for (int m = 0; m < R; m++)                                           \
-            CGRU_UNROLL for (int v = 0; v < NV; v++) a[s][m][v] = (V){0};                 \
-    if (accumulate)                                                                       \
-        CGRU_UNROLL for (int m = 0; m < R; m++)                                           \
-            CGRU_UNROLL for (int v = 0; v < NV; v++)                                      \
-                a[0][m][v] = *(const V *)(acc + m * CGRU_PANEL + v * VL);                 \
+    CGRU_ACC_START(V, a, S, R, NV, VL, acc, accumulate)                                   \
     /* Rows addressed from two moving pointers (rows 0-3 and 4-7) plus fixed multiples of \
        ldh: 8 broadcasts with no address arithmetic, where GCC had added ldh once per row   \
        and step of k (S3 7%, S5 2.5% faster) */                                           \

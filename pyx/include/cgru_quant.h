@@ -36,13 +36,7 @@ static inline void cgru_bf16_panel_##R(int K, const float *restrict h, long ldh,
     enum { S = CGRU_BF16_CHAINS(R), VL = CGRU_LANES(float), NV = CGRU_PANEL / VL };       \
     const cgru_vword high = (cgru_vword){0} + 0xffff0000u;                                \
     V a[S][R][NV];                                                                        \
-    CGRU_UNROLL for (int s = 0; s < S; s++)                                               \
-        CGRU_UNROLL for (int m = 0; m < R; m++)                                           \
-            CGRU_UNROLL for (int v = 0; v < NV; v++) a[s][m][v] = (V){0};                 \
-    if (accumulate)                                                                       \
-        CGRU_UNROLL for (int m = 0; m < R; m++)                                           \
-            CGRU_UNROLL for (int v = 0; v < NV; v++)                                      \
-                a[0][m][v] = *(const V *)(acc + m * CGRU_PANEL + v * VL);                 \
+    CGRU_ACC_START(V, a, S, R, NV, VL, acc, accumulate)                                   \
     int k2 = 0;                                                                           \
     for (; 2 * k2 + 1 < K; k2++) {                                                        \
         const cgru_vword *w = (const cgru_vword *)(panel + (long)k2 * CGRU_PANEL);        \

@@ -83,6 +83,17 @@ typedef int64_t cgru_vdouble_bits __attribute__((vector_size(CGRU_VECTOR_BYTES))
 #define CGRU_FMAS(T, a, b, c) CGRU_FMAS_##T(a, b, c)
 #define CGRU_FMA1(T, a, b, c) CGRU_FMA_##T(CGRU_SPLAT_##T(a), b, c)
 
+/* Start the accumulators V a[S][R][NV] of a panel product (cgru_panels.h, cgru_quant.h): all
+   zero, or with accumulate, chain 0 of row m from acc + m * 48 (VL lanes a vector) */
+#define CGRU_ACC_START(V, a, S, R, NV, VL, acc, accumulate)                                 \
+    CGRU_UNROLL for (int s_ = 0; s_ < (S); s_++)                                            \
+        CGRU_UNROLL for (int m_ = 0; m_ < (R); m_++)                                        \
+            CGRU_UNROLL for (int v_ = 0; v_ < (NV); v_++) (a)[s_][m_][v_] = (V){0};         \
+    if (accumulate)                                                                         \
+        CGRU_UNROLL for (int m_ = 0; m_ < (R); m_++)                                        \
+            CGRU_UNROLL for (int v_ = 0; v_ < (NV); v_++)                                   \
+                (a)[0][m_][v_] = *(const V *)((acc) + m_ * CGRU_PANEL + v_ * (VL));
+
 /* where(mask, a, b) on vectors: lanes of a where mask is all ones, else b */
 #define CGRU_WHERE(T, mask, a, b) \
     ((cgru_v##T)(((mask) & (cgru_v##T##_bits)(a)) | (~(mask) & (cgru_v##T##_bits)(b))))
