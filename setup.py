@@ -5,6 +5,7 @@ Environment switches:
     CGRU_REQUIRE_OPENMP=1  fail the build instead of falling back to a serial build.
     CGRU_CYTHON_CHECKS=1   turn Cython's bounds and wraparound checks back on (debugging).
 """
+import glob
 import os
 import platform
 import shutil
@@ -85,7 +86,10 @@ class BuildExtWithOpenMP(build_ext):
                 if _flag("CGRU_REQUIRE_OPENMP"):
                     raise RuntimeError(msg + " (CGRU_REQUIRE_OPENMP is set)")
                 warnings.warn(msg)
-        optimise = ["/O2"] if ctype == "msvc" else ["-O3"]
+        # -ffp-contract=off: no a * b + c is fused unless the code says so (CGRU_FMA in
+        # pyx/include/cgru_vec.h), so that every optimisation level, the sanitizer build's -O1
+        # included, computes the same bits (GCC fused by its own choice at -O2 and -O3 only)
+        optimise = ["/O2"] if ctype == "msvc" else ["-O3", "-ffp-contract=off"]
         isa_builds = ctype in ("unix", "mingw32") and platform.machine().lower() in (
             "x86_64", "amd64", "i686", "i386")
         kept = []
@@ -104,8 +108,13 @@ def _extensions():
     from Cython.Build import cythonize
 
     checks = _flag("CGRU_CYTHON_CHECKS")
+    # The C of the kernels lives in real headers (pyx/include/*.h), so that the compiler, an
+    # editor and C tools see it; a change to one rebuilds the extensions.
+    headers = sorted(glob.glob(os.path.join("pyx", "include", "*.h")))
     modules = [
-        Extension(f"cgru.{name}", [os.path.join("pyx", f"{name}.pyx")]) for name in EXTENSIONS
+        Extension(f"cgru.{name}", [os.path.join("pyx", f"{name}.pyx")],
+                  include_dirs=[os.path.join("pyx", "include")], depends=headers)
+        for name in EXTENSIONS
     ]
     return cythonize(
         modules,

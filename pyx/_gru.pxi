@@ -34,7 +34,10 @@
 # (thread id modulo 2) in lock-step. Within a direction, a team splits the sequences when there
 # are enough of them (fixed, work-balanced slices: no barrier per step), and the hidden-unit
 # blocks otherwise (small batches: each thread keeps its slice of the weights in its own cache,
-# one barrier per step). The thresholds are policy, passed in by cgru/_run.py.
+# one barrier per step). Which of the two, and every other choice of path (panels or BLAS for a
+# tile and for a block's input projection, the projection fused into the step or not, the
+# steps per block), is policy: cgru/_run.py decides and passes the decisions in, and the kernel
+# only clamps what its workspace could not hold (see gru_layer).
 
 from cython cimport floating
 from cython.parallel cimport parallel
@@ -42,7 +45,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
-from _blas cimport gemm_nn
+from _blas cimport gemm
 from _inner cimport (CGRU_PANEL_ROWS, CGRU_PANEL_ROWS_D, CGRU_PANEL_ROWS_F, cgru_alloc,
                      cgru_free, cgru_gate_rows_double, cgru_gate_rows_float,
                      cgru_panel_tile_double, cgru_panel_tile_float, cgru_prefetch_rows)
@@ -51,7 +54,11 @@ from _openmp cimport CGRU_OPENMP, cgru_barrier, omp_get_num_threads, omp_get_thr
 UNIT_BLOCK = 16          # hidden units per gate-column block; cgru/_layout.py reads it here
 PANEL_WIDTH = 48         # columns of a weight panel: r, z, n of one block, zero padded
 OPENMP_ENABLED = bool(CGRU_OPENMP)
-PANEL_ROWS_FLOAT = CGRU_PANEL_ROWS_F   # rows of the register block: cgru/_run.py's policy reads it
+# Rows of the register block of this build, float and double: cgru/_run.py's policy reads them
+# (PANEL_ROWS_MAX bounds gru_layer's projection_panel_rows)
+PANEL_ROWS_FLOAT = CGRU_PANEL_ROWS_F
+PANEL_ROWS_DOUBLE = CGRU_PANEL_ROWS_D
+PANEL_ROWS_MAX = CGRU_PANEL_ROWS
 
 cdef enum:
     _UB = 16
@@ -68,7 +75,9 @@ cdef struct Shape:
     int n_dirs, n_steps, steps_per_block, input_size, hidden, batch, n_blocks
     int64_t gi_rows          # rows of the input-projection workspace per direction
     int panel_max_rows       # tiles of at most this many rows use the W_hh panels, others BLAS
-    int min_rows_per_thread  # a team splits the rows when each thread gets this many, else units
+    int projection_panel_rows  # a block's input projection of at most this many rows per
+                             # thread of the team uses the W_ih panels, more one BLAS GEMM
+    bint split_rows          # a team splits the sequences (else the hidden units of each step)
     bint fused               # input projection computed per step from the W_ih panels
     int acc_rows             # rows of a thread's panel accumulators: the largest panel tile
     int64_t acc_stride       # floats of a thread's workspace: accumulators (+ quantized rows)
@@ -211,8 +220,8 @@ cdef void _tile_step(const Shape *shape, int d, int b0, int b1, int k0, int k1, 
         # Large tile: one BLAS GEMM for the tile's columns, then the gate pass.
         c0 = 3 * units_from     # a block's columns start at 3 * u0: earlier blocks are full
         c1 = 3 * units_to
-        gemm_nn(b1 - b0, c1 - c0, hidden, h_prev + <int64_t> b0 * ld_prev, ld_prev,
-                w_hh__h3h + c0, g3, 0.0, gh__n3h + <int64_t> b0 * g3 + c0, g3)
+        gemm(False, False, b1 - b0, c1 - c0, hidden, h_prev + <int64_t> b0 * ld_prev, ld_prev,
+             w_hh__h3h + c0, g3, 0.0, gh__n3h + <int64_t> b0 * g3 + c0, g3)
         for k in range(k0, k1):
             u0 = k * _UB
             u = min(_UB, hidden - u0)
@@ -226,7 +235,8 @@ cdef void _tile_step(const Shape *shape, int d, int b0, int b1, int k0, int k1, 
 cdef void _panel_projection(const Shape *shape, int rows, const floating *x__ri,
                             const floating *panels__ki48, floating *gi__r3h,
                             floating *acc__r48, bint single_chain) noexcept nogil:
-    """gi = x @ W_ih^T for a few rows (at most CGRU_PANEL_ROWS), through the W_ih panels, into
+    """gi = x @ W_ih^T for a few rows (at most CGRU_PANEL_ROWS, the accumulators' least rows),
+    through the W_ih panels, into
     gi's compact layout. single_chain: the block's rows span more than one register block
     or thread (see _tile_product)."""
     cdef int hidden = shape.hidden
@@ -282,10 +292,9 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
         team = tid // n_dirs
         team_size = (n_threads - d + n_dirs - 1) // n_dirs
         largest_team = (n_threads + n_dirs - 1) // n_dirs
-        # Decided from quantities all threads share, so every thread meets the same barriers.
-        split_rows = (largest_team == 1
-                      or shape.batch >= largest_team * shape.min_rows_per_thread
-                      or shape.n_blocks < largest_team)
+        # The caller's choice, the same for every thread, so every thread meets the same
+        # barriers; a team of one has nothing to split, and by rows it meets no per-step one.
+        split_rows = shape.split_rows or largest_team == 1
         _direction(shape, d, team, team_size, split_rows, batch_sizes, offsets, lengths, x__ri,
                    out__r2h, w_ih__di3h, ih_panels__dki48, w_hh__dh3h, panels__dkh48,
                    bias_gi__d3h, bias_hn__dh, gi__dr3h, gh__dn3h, h0__dnh,
@@ -365,14 +374,14 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
                     _quant_projection(shape, d, r1 - r0,
                                       x__ri + (block_start + r0) * shape.input_size,
                                       gi__r3h + r0 * g3, acc__r48)
-        elif block_rows > CGRU_PANEL_ROWS * team_size:
+        elif block_rows > shape.projection_panel_rows * team_size:
             # decided on the block, not this thread's share, so that all its rows are
             # projected alike (a share of 8 rows by panels, one of 9 by BLAS, would sum them in
             # different orders)
             if r1 > r0:
-                gemm_nn(r1 - r0, g3, shape.input_size,
-                        x__ri + (block_start + r0) * shape.input_size, shape.input_size,
-                        w_ih__i3h, g3, 0.0, gi__r3h + r0 * g3, g3)
+                gemm(False, False, r1 - r0, g3, shape.input_size,
+                     x__ri + (block_start + r0) * shape.input_size, shape.input_size,
+                     w_ih__i3h, g3, 0.0, gi__r3h + r0 * g3, g3)
         elif r1 > r0:   # a register block of rows or less (one-step calls): no BLAS overhead
             _panel_projection(shape, r1 - r0, x__ri + (block_start + r0) * shape.input_size,
                               ih_panels__ki48, gi__r3h + r0 * g3, acc__r48,
@@ -521,6 +530,15 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
     return 0
 
 
+cdef inline void _take_choices(Shape *shape, int panel_max_rows, int projection_panel_rows,
+                               bint split_rows) noexcept nogil:
+    """The caller's decisions, clamped where the workspace needs it: a share of a block's
+    input projection on the panels must fit the accumulators (CGRU_PANEL_ROWS rows)."""
+    shape.panel_max_rows = panel_max_rows
+    shape.projection_panel_rows = max(0, min(projection_panel_rows, CGRU_PANEL_ROWS))
+    shape.split_rows = split_rows
+
+
 cdef class LayerWeights:
     """One layer's weights in the kernel's layout, their addresses taken once.
 
@@ -592,8 +610,9 @@ def gru_layer(const floating[:, ::1] x,
               int n_threads,
               int steps_per_block,
               int panel_max_rows,
-              int min_rows_per_thread,
-              int fuse_max_rows,
+              int projection_panel_rows,
+              bint split_rows,
+              bint fused,
               floating[:, :, ::1] save=None):
     """Run one GRU layer, all its directions, over packed time-major rows.
 
@@ -604,11 +623,19 @@ def gru_layer(const floating[:, ::1] x,
         batch_sizes (L,)           non-increasing, >= 1; the caller has checked this
         h           (D, N, H)      in: h_0; out: each sequence's state after its last step
         out         (R, D*H)       written: every row's new hidden state, directions side by side
-    steps_per_block bounds the input-projection workspace to about steps_per_block * N rows;
-    tiles of at most panel_max_rows rows use the panels, larger ones BLAS; a team of threads
-    splits the sequences when each thread gets min_rows_per_thread of them, else hidden units;
-    batches of at most fuse_max_rows rows project their input step by step through the W_ih
-    panels instead of one GEMM per block of steps.
+    The caller decides (cgru/_run.py's policy); the kernel only keeps them safe:
+        steps_per_block        bounds the input-projection workspace to about
+                               steps_per_block * N rows (clamped to 1 .. L)
+        panel_max_rows         tiles of at most this many rows multiply W_hh by the panels,
+                               larger ones by BLAS
+        projection_panel_rows  a block of steps whose input projection has at most this many
+                               rows per thread of its team uses the W_ih panels, else one BLAS
+                               GEMM (clamped to 0 .. PANEL_ROWS_MAX, the accumulators' rows)
+        split_rows             a team of threads splits the sequences (True) or the hidden
+                               units of every step (False); True wherever a team has one thread
+        fused                  the input is projected step by step through the W_ih panels
+                               instead of one GEMM per block of steps; only where
+                               N <= panel_max_rows (every tile on the panel path)
         save        (D, R, 4H)     optional, written: what the backward pass needs of each row,
                                    r | z | n | W_hn h + b_hn per block of 16 units
                                    (pyx/_gru_backward.pxi reads it)
@@ -624,10 +651,9 @@ def gru_layer(const floating[:, ::1] x,
     shape.hidden = h.shape[2]
     shape.batch = h.shape[1]
     shape.n_blocks = weights.n_blocks
-    shape.panel_max_rows = panel_max_rows
-    shape.min_rows_per_thread = min_rows_per_thread
-    # the fused projection needs every tile on the panel path
-    shape.fused = shape.batch <= min(fuse_max_rows, panel_max_rows)
+    _take_choices(&shape, panel_max_rows, projection_panel_rows, split_rows)
+    # the fused projection needs every tile on the panel path (the accumulators hold its rows)
+    shape.fused = fused and shape.batch <= panel_max_rows
     shape.steps_per_block = max(1, min(steps_per_block, shape.n_steps))
     shape.quant = 0
     n_threads = max(1, min(n_threads, shape.n_dirs * max(shape.batch, shape.n_blocks)))

@@ -19,7 +19,7 @@
 # call, balanced by their lengths; every thread of the layer meets the same two barriers per
 # block (both directions have as many blocks).
 
-from _blas cimport gemm_nt, gemm_tn
+from _blas cimport gemm
 from _inner_backward cimport cgru_gate_grads_double, cgru_gate_grads_float
 
 
@@ -64,8 +64,8 @@ cdef void _back_product(const BackShape *shape, int b0, int b1, const floating *
                 for c in range(cols):
                     row[c] += acc_row[c]
     else:
-        gemm_nt(b1 - b0, hidden, g3, dgh__n3h + <int64_t> b0 * g3, g3, w_hh__h3h, g3, 1.0,
-                dh__nh + <int64_t> b0 * hidden, hidden)
+        gemm(False, True, b1 - b0, hidden, g3, dgh__n3h + <int64_t> b0 * g3, g3, w_hh__h3h, g3,
+             1.0, dh__nh + <int64_t> b0 * hidden, hidden)
 
 
 cdef void _back_block_gemms(const BackShape *shape, int team, int team_size, int64_t rows,
@@ -87,9 +87,10 @@ cdef void _back_block_gemms(const BackShape *shape, int team, int team_size, int
         return
     _split(g3, team_size, team, &c0, &c1)
     if c1 > c0:
-        gemm_tn(i, c1 - c0, <int> rows, x__qi, i, dgi__q3h + c0, g3, 1.0, dw_ih__i3h + c0, g3)
-        gemm_tn(hidden, c1 - c0, <int> rows, hp__qh, hidden, dgh__q3h + c0, g3, 1.0,
-                dw_hh__h3h + c0, g3)
+        gemm(True, False, i, c1 - c0, <int> rows, x__qi, i, dgi__q3h + c0, g3, 1.0,
+             dw_ih__i3h + c0, g3)
+        gemm(True, False, hidden, c1 - c0, <int> rows, hp__qh, hidden, dgh__q3h + c0, g3, 1.0,
+             dw_hh__h3h + c0, g3)
         # row by row, not column by column: a column walk strided through the whole block
         for q in range(rows):
             dgi_row = dgi__q3h + q * g3
@@ -99,8 +100,8 @@ cdef void _back_block_gemms(const BackShape *shape, int team, int team_size, int
                 db_h__3h[c] += dgh_row[c]
     _split(<int> rows, team_size, team, &r0, &r1)
     if r1 > r0:
-        gemm_nt(r1 - r0, i, g3, dgi__q3h + <int64_t> r0 * g3, g3, w_ih__i3h, g3, 0.0,
-                dx__qi + <int64_t> r0 * i, i)
+        gemm(False, True, r1 - r0, i, g3, dgi__q3h + <int64_t> r0 * g3, g3, w_ih__i3h, g3, 0.0,
+             dx__qi + <int64_t> r0 * i, i)
 
 
 cdef void _back_direction(const BackShape *shape, int d, int team, int team_size,

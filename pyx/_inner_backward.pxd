@@ -1,60 +1,6 @@
-# The elementwise core of the backward pass, in C for `restrict`: one pass per row over the
-# saved gates turns dL/dh(t) into the gradients of the six pre-activations and the direct part
-# of dL/dh(t-1). Plain loops over each block of u <= 16 units, which GCC vectorizes at the
-# build's width; they are a few percent of the backward's time, the products being the rest.
-#
-# With h' = n + z * (h - n), n = tanh(a_n), a_n = gi_n + r * hn, hn = W_hn h + b_hn,
-# r = sigmoid(a_r), z = sigmoid(a_z), and g = dL/dh':
-#   da_n = g * (1 - z) * (1 - n^2)
-#   da_r = da_n * hn * r * (1 - r)
-#   da_z = g * (h - n) * z * (1 - z)
-#   dL/dgi = [da_r | da_z | da_n],  dL/dgh = [da_r | da_z | da_n * r],  dL/dh (direct) = g * z
+# Declarations; the C, and why it is C, is in pyx/include/cgru_backward.h.
 
-cdef extern from *:
-    """
-    #include <string.h>
-    /* rows of one step: save (row m at save + m * 4H; unit block k's r | z | n | hn at 4 * 16k,
-       gate stride u); h_prev (row m at h_prev + m * ld_prev); g = dL/dh' from the later steps
-       (row m at g + m * ld_g; replaced by g * z), to which g_out, the output's gradient (row m
-       at g_out + m * ld_out), is added first; dgi and dgh (row m at + m * 3H; block k's gates
-       at 3 * 16k, gate stride u: the forward's projection layout); h_copy (row m at + m * H):
-       h_prev gathered for the weight-gradient GEMM. */
-    #define CGRU_GATE_GRADS(T) \\
-    static inline void cgru_gate_grads_##T(int rows, int hidden, const T *restrict save, \\
-                                           const T *restrict h_prev, long ld_prev, \\
-                                           const T *restrict g_out, long ld_out, \\
-                                           T *restrict g, long ld_g, T *restrict dgi, \\
-                                           T *restrict dgh, T *restrict h_copy) { \\
-        for (int m = 0; m < rows; m++) { \\
-            const T *sv_row = save + (long)m * 4 * hidden; \\
-            const T *hp_row = h_prev + m * ld_prev; \\
-            const T *go_row = g_out + m * ld_out; \\
-            T *g_row = g + m * ld_g; \\
-            T *gi_row = dgi + (long)m * 3 * hidden, *gh_row = dgh + (long)m * 3 * hidden; \\
-            memcpy(h_copy + (long)m * hidden, hp_row, hidden * sizeof(T)); \\
-            for (int u0 = 0; u0 < hidden; u0 += 16) { \\
-                const int u = hidden - u0 < 16 ? hidden - u0 : 16; \\
-                const T *restrict r = sv_row + 4 * u0, *restrict z = r + u; \\
-                const T *restrict n = r + 2 * u, *restrict hn = r + 3 * u; \\
-                const T *restrict hp = hp_row + u0, *restrict go = go_row + u0; \\
-                T *restrict gg = g_row + u0; \\
-                T *restrict gi = gi_row + 3 * u0, *restrict gh = gh_row + 3 * u0; \\
-                _Pragma("GCC ivdep") \\
-                for (int j = 0; j < u; j++) { \\
-                    const T gj = gg[j] + go[j], rj = r[j], zj = z[j], nj = n[j]; \\
-                    const T dan = gj * (1 - zj) * (1 - nj * nj); \\
-                    const T dar = dan * hn[j] * rj * (1 - rj); \\
-                    const T daz = gj * (hp[j] - nj) * zj * (1 - zj); \\
-                    gi[j] = dar; gi[u + j] = daz; gi[2 * u + j] = dan; \\
-                    gh[j] = dar; gh[u + j] = daz; gh[2 * u + j] = dan * rj; \\
-                    gg[j] = gj * zj; \\
-                } \\
-            } \\
-        } \\
-    }
-    CGRU_GATE_GRADS(float)
-    CGRU_GATE_GRADS(double)
-    """
+cdef extern from "cgru_backward.h":
     void cgru_gate_grads_float(int rows, int hidden, const float *save, const float *h_prev,
                                long ld_prev, const float *g_out, long ld_out, float *g,
                                long ld_g, float *dgi, float *dgh, float *h_copy) noexcept nogil

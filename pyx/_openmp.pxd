@@ -1,23 +1,6 @@
-# The only door to OpenMP. With no OpenMP in the compiler, the same names exist and
-# describe a single thread, so every kernel builds and runs serially unchanged.
+# The only door to OpenMP: pyx/include/cgru_openmp.h (serial stand-ins without OpenMP).
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    #define CGRU_OPENMP 1
-    /* An orphaned barrier binds to the innermost enclosing parallel region. */
-    static inline void cgru_barrier(void) {
-        #pragma omp barrier
-    }
-    #else
-    #define CGRU_OPENMP 0
-    static inline int omp_get_thread_num(void) { return 0; }
-    static inline int omp_get_max_threads(void) { return 1; }
-    static inline int omp_get_num_threads(void) { return 1; }
-    static inline void cgru_barrier(void) {}
-    #endif
-    """
+cdef extern from "cgru_openmp.h":
     bint CGRU_OPENMP
     int omp_get_thread_num() noexcept nogil
     int omp_get_max_threads() noexcept nogil

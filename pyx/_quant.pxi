@@ -253,11 +253,13 @@ def quant_layer(const float[:, ::1] x,
                 int n_threads,
                 int steps_per_block,
                 int panel_max_rows,
-                int min_rows_per_thread):
+                int projection_panel_rows,
+                bint split_rows):
     """Run one GRU layer with reduced-precision weights, all its directions, over packed
     time-major rows: gru_layer's arguments and shapes (float32 only), where tiles of at most
     panel_max_rows rows multiply by the stored W_hh panels and larger ones by BLAS on W_hh
-    widened to float32. Shapes are not checked here: cgru/quantized.py validates every
+    widened to float32; projection_panel_rows and split_rows as gru_layer's (no fused
+    projection). Shapes are not checked here: cgru/quantized.py validates every
     argument before calling.
     """
     cdef Shape shape
@@ -269,8 +271,7 @@ def quant_layer(const float[:, ::1] x,
     shape.hidden = h.shape[2]
     shape.batch = h.shape[1]
     shape.n_blocks = weights.n_blocks
-    shape.panel_max_rows = panel_max_rows
-    shape.min_rows_per_thread = min_rows_per_thread
+    _take_choices(&shape, panel_max_rows, projection_panel_rows, split_rows)
     shape.fused = False
     shape.steps_per_block = max(1, min(steps_per_block, shape.n_steps))
     shape.quant = mode

@@ -112,47 +112,44 @@ def pack_list_rows(list sequences, const int64_t[::1] batch_sizes,
     (sum(batch_sizes), B) bytes, written: row offsets[t] + b is step t of sequence
     sorted_indices[b].
     """
-    cdef Py_ssize_t n_steps = batch_sizes.shape[0], width = data.shape[1]
-    cdef bint permuted = sorted_indices.shape[0] > 0
-    cdef Py_ssize_t t, b, sequence
-    cdef int64_t *offsets
-    cdef unsigned char **rows
-    if n_steps == 0 or width == 0:
-        return
-    rows = _row_pointers(sequences)
-    with nogil:
-        offsets = _offsets(batch_sizes)
-        if offsets != NULL:
-            for t in prange(n_steps, num_threads=n_threads, schedule="static", chunksize=1):
-                for b in range(batch_sizes[t]):
-                    sequence = sorted_indices[b] if permuted else b
-                    memcpy(&data[offsets[t] + b, 0], rows[sequence] + t * width, width)
-    free(rows)
-    if offsets == NULL:
-        raise MemoryError("cgru: could not allocate packing offsets")
-    free(offsets)
+    if batch_sizes.shape[0] > 0 and data.shape[1] > 0:
+        _list_rows(sequences, batch_sizes, sorted_indices, &data[0, 0], data.shape[1],
+                   n_threads, True)
 
 
 def unpack_list_rows(const unsigned char[:, ::1] data, const int64_t[::1] batch_sizes,
                      const int64_t[::1] sorted_indices, list sequences, int n_threads):
     """The inverse of pack_list_rows: scatter packed rows into N preallocated C-contiguous
     arrays (L_i, ...) (written entirely), sequences[sorted_indices[b]] from rank b."""
-    cdef Py_ssize_t n_steps = batch_sizes.shape[0], width = data.shape[1]
+    if batch_sizes.shape[0] > 0 and data.shape[1] > 0:
+        _list_rows(sequences, batch_sizes, sorted_indices, <unsigned char *> &data[0, 0],
+                   data.shape[1], n_threads, False)
+
+
+cdef int _list_rows(list sequences, const int64_t[::1] batch_sizes,
+                    const int64_t[::1] sorted_indices, unsigned char *data, Py_ssize_t width,
+                    int n_threads, bint to_packed) except -1:
+    """pack_list_rows (to_packed: sequences -> data) or unpack_list_rows (data -> sequences),
+    data's row r at data + r * width."""
+    cdef Py_ssize_t n_steps = batch_sizes.shape[0]
     cdef bint permuted = sorted_indices.shape[0] > 0
     cdef Py_ssize_t t, b, sequence
     cdef int64_t *offsets
-    cdef unsigned char **rows
-    if n_steps == 0 or width == 0:
-        return
-    rows = _row_pointers(sequences)
+    cdef unsigned char **rows = _row_pointers(sequences)
     with nogil:
         offsets = _offsets(batch_sizes)
         if offsets != NULL:
             for t in prange(n_steps, num_threads=n_threads, schedule="static", chunksize=1):
                 for b in range(batch_sizes[t]):
                     sequence = sorted_indices[b] if permuted else b
-                    memcpy(rows[sequence] + t * width, &data[offsets[t] + b, 0], width)
+                    if to_packed:
+                        memcpy(data + (offsets[t] + b) * width, rows[sequence] + t * width,
+                               width)
+                    else:
+                        memcpy(rows[sequence] + t * width, data + (offsets[t] + b) * width,
+                               width)
     free(rows)
     if offsets == NULL:
         raise MemoryError("cgru: could not allocate packing offsets")
     free(offsets)
+    return 0

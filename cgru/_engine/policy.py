@@ -42,9 +42,9 @@ FUSE_MAX_ROWS = min(256, PANEL_MAX_ROWS)
 # more through one BLAS GEMM. Decided per block, for all its rows, so that every row of a
 # block is projected alike (a share of 8 rows by panels and one of 9 by BLAS would sum them in
 # different orders, and a row's result would depend on its place in the batch).
-PROJECTION_PANEL_ROWS = {"float32": kernel.PANEL_ROWS_FLOAT,
-                         "float64": getattr(kernel, "PANEL_ROWS_DOUBLE",
-                                            kernel.PANEL_ROWS_FLOAT)}
+# float64 takes the float register block too, as the kernel did before it was told (a double
+# block is half as many rows: not measured, so not changed).
+PROJECTION_PANEL_ROWS = {"float32": kernel.PANEL_ROWS_FLOAT, "float64": kernel.PANEL_ROWS_FLOAT}
 # Below this much work a call runs on one thread: opening a parallel region costs about 2 us,
 # more than a one-step call's whole compute (S1: 9 us on 2 threads, 7 us on 1).
 MIN_FLOPS_FOR_THREADS = 1 << 20
@@ -165,10 +165,9 @@ def plan(shape, rows, batch_sizes, task="forward", precision=None):
     largest_team = -(-n_threads // shape.dirs)
     split_rows = (largest_team == 1 or batch >= largest_team * MIN_ROWS_PER_THREAD
                   or shape.unit_blocks < largest_team)
-    args = (n_threads, steps_per_block, panel_max_rows, MIN_ROWS_PER_THREAD,
-            FUSE_MAX_ROWS if fused else 0)
-    return _new_plan(Plan, (n_threads, steps_per_block, panel_max_rows,
-                            PROJECTION_PANEL_ROWS[shape.dtype_name],
+    projection_panel_rows = PROJECTION_PANEL_ROWS[shape.dtype_name]
+    args = (n_threads, steps_per_block, panel_max_rows, projection_panel_rows, split_rows, fused)
+    return _new_plan(Plan, (n_threads, steps_per_block, panel_max_rows, projection_panel_rows,
                             split_rows, fused,
                             gemm_rows * shape.gemm_work_per_row > BLAS_SINGLE_THREAD_WORK,
                             args))

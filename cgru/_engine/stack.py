@@ -98,7 +98,7 @@ class LayerStack:
                 states = h_n[layer * d:(layer + 1) * d]
                 out = recycled_empty((rows, d * h), self.dtype)
                 if precision is not None:
-                    _QUANT_KERNEL(x, weights, batch_sizes, states, out, *args[:4])
+                    _QUANT_KERNEL(x, weights, batch_sizes, states, out, *args[:5])
                 elif tape is None:
                     self._layer_kernel(x, weights, batch_sizes, states, out, *args)
                 else:

@@ -1,0 +1,150 @@
+/* The register-blocked products of a few rows of h (or x) against the weight panels of one
+   block of 16 hidden units, in C with the vector types of cgru_vec.h: the accumulators stay in
+   registers and the panel is read once per group of rows, which a BLAS call (re-packing its
+   operand every call) does not do for small batches. */
+
+#ifndef CGRU_PANELS_H
+#define CGRU_PANELS_H
+
+#include "cgru_vec.h"
+
+/* Products of `rows` rows against one weight panel: acc[m][c] = sum_k h[m * ldh + k] *
+   panel[k * 48 + c] for c < 48, the r|z|n columns (16 each, zero padded) of one block of
+   hidden units. The panel is read once per group of rows, and the accumulators stay in
+   registers: one routine per row count, unrolled completely. */
+#if defined(__AVX512F__)
+#define CGRU_PANEL_ROWS_F 8    /* 8 x 3 = 24 of AVX-512's 32 registers accumulate */
+#define CGRU_PANEL_ROWS_D 4    /* 4 x 6 = 24: a double row of 48 takes 6 registers */
+#elif defined(__AVX2__)
+#define CGRU_PANEL_ROWS_F 2    /* 2 x 6 = 12 of AVX2's 16 registers */
+#define CGRU_PANEL_ROWS_D 1
+#else
+#define CGRU_PANEL_ROWS_F 1    /* SSE2's 16 registers hold one row of 48 floats */
+#define CGRU_PANEL_ROWS_D 1
+#endif
+#define CGRU_PANEL_ROWS CGRU_PANEL_ROWS_F   /* the most of either: sizes the buffers */
+/* S independent partial sums per accumulator, so that at least 12 chains of FMAs are in
+   flight: with one or two rows, a single chain per register waits on the FMA latency
+   (4 cycles) every step of k (batch-1 steps 1.4x faster with two chains here). */
+#define CGRU_CHAINS(T, R) (12 * CGRU_VECTOR_BYTES / (R * CGRU_PANEL * (int)sizeof(T)) > 1 \
+                           ? 12 * CGRU_VECTOR_BYTES / (R * CGRU_PANEL * (int)sizeof(T)) : 1)
+/* NAME: the kernel's name suffix; CHAINS: its S (CGRU_CHAINS(T, R), or 1 for the
+   single-chain kernels of cgru_panel_tile below) */
+#define CGRU_PANEL_ROWS_KERNEL(T, R, NAME, CHAINS)                                        \
+static inline void cgru_panel_##T##_##NAME(int K, const T *restrict h, long ldh,         \
+                                           const T *restrict panel, T *restrict acc,      \
+                                           int accumulate) {                              \
+    typedef cgru_v##T V;                                                                  \
+    enum { S = CHAINS, VL = CGRU_LANES(T), NV = CGRU_PANEL / VL };                        \
+    V a[S][R][NV];                                                                        \
+    CGRU_ACC_START(V, a, S, R, NV, VL, acc, accumulate)                                   \
+    /* Rows addressed from two moving pointers (rows 0-3 and 4-7) plus fixed multiples of \
+       ldh: 8 broadcasts with no address arithmetic, where GCC had added ldh once per row   \
+       and step of k (S3 7%, S5 2.5% faster) */                                           \
+    int k = 0;                                                                            \
+    const T *hq = h;                                                                      \
+    const T *hq4 = h + (R > 4 ? 4 * ldh : 0);                                             \
+    const long l2 = 2 * ldh, l3 = 3 * ldh;                                                \
+    for (; k + S <= K; k += S, hq += S, hq4 += S)                                         \
+        CGRU_UNROLL for (int s = 0; s < S; s++) {                                         \
+            const V *w = (const V *)(panel + (long)(k + s) * CGRU_PANEL);                 \
+            CGRU_UNROLL for (int m = 0; m < R; m++) {                                     \
+                const T *base = m < 4 ? hq : hq4;                                         \
+                T hk = (m % 4 == 0) ? base[s] : (m % 4 == 1) ? base[ldh + s]              \
+                       : (m % 4 == 2) ? base[l2 + s] : base[l3 + s];                      \
+                CGRU_UNROLL for (int v = 0; v < NV; v++)                                  \
+                    a[s][m][v] = CGRU_FMA1(T, hk, w[v], a[s][m][v]);                      \
+            }                                                                             \
+        }                                                                                 \
+    for (; k < K; k++) {                                                                  \
+        const V *w = (const V *)(panel + (long)k * CGRU_PANEL);                           \
+        CGRU_UNROLL for (int m = 0; m < R; m++)                                           \
+            CGRU_UNROLL for (int v = 0; v < NV; v++)                                      \
+                a[0][m][v] = CGRU_FMA1(T, h[m * ldh + k], w[v], a[0][m][v]);              \
+    }                                                                                     \
+    CGRU_UNROLL for (int m = 0; m < R; m++)                                               \
+        CGRU_UNROLL for (int v = 0; v < NV; v++) {                                        \
+            V total = a[0][m][v];                                                         \
+            CGRU_UNROLL for (int s = 1; s < S; s++) total += a[s][m][v];                  \
+            *(V *)(acc + m * CGRU_PANEL + v * VL) = total;                                \
+        }                                                                                 \
+}
+/* One kernel per row count, so that the rows left over after the blocks of 8 (a packed
+   batch shrinks one sequence at a time) take one pass over the panel, not up to three
+   (4 + 2 + 1 rows). 100 steps of H = 128, input 64 fused, gates included: 61 rows
+   5.50 -> 5.35 ms, 5 rows 0.55 -> 0.51 ms, 3 rows 0.40 -> 0.35 ms. */
+#define CGRU_PANEL_CASE(T, MAX_ROWS, R, KERNEL)                                           \
+    case R:                                                                               \
+        if (MAX_ROWS >= R) {                                                              \
+            cgru_panel_##T##_##KERNEL(K, h, ldh, panel, acc, accumulate);                 \
+            return;                                                                       \
+        }                                                                                 \
+        break;
+#define CGRU_PANEL_PRODUCT(T, MAX_ROWS)                                                   \
+CGRU_PANEL_ROWS_KERNEL(T, 8, 8, CGRU_CHAINS(T, 8))                                        \
+CGRU_PANEL_ROWS_KERNEL(T, 7, 7, CGRU_CHAINS(T, 7))                                        \
+CGRU_PANEL_ROWS_KERNEL(T, 6, 6, CGRU_CHAINS(T, 6))                                        \
+CGRU_PANEL_ROWS_KERNEL(T, 5, 5, CGRU_CHAINS(T, 5))                                        \
+CGRU_PANEL_ROWS_KERNEL(T, 4, 4, CGRU_CHAINS(T, 4))                                        \
+CGRU_PANEL_ROWS_KERNEL(T, 3, 3, CGRU_CHAINS(T, 3))                                        \
+CGRU_PANEL_ROWS_KERNEL(T, 2, 2, CGRU_CHAINS(T, 2))                                        \
+CGRU_PANEL_ROWS_KERNEL(T, 1, 1, CGRU_CHAINS(T, 1))                                        \
+CGRU_PANEL_ROWS_KERNEL(T, 2, 2_single, 1)                                                 \
+CGRU_PANEL_ROWS_KERNEL(T, 1, 1_single, 1)                                                 \
+/* 1 <= rows <= MAX_ROWS; accumulate: add to acc instead of overwriting it; single_chain: \
+   one chain per accumulator for every row count (CGRU_CHAINS is 1 from 3 rows on in    \
+   every build, so only the 1- and 2-row kernels differ) */                               \
+static inline void cgru_panel_product_##T(int rows, int K, const T *restrict h, long ldh, \
+                                          const T *restrict panel, T *restrict acc,       \
+                                          int accumulate, int single_chain) {             \
+    _Static_assert(CGRU_CHAINS(T, 3) == 1, "kernels of 3 rows and more sum in one chain");\
+    if (single_chain && rows <= 2) {                                                      \
+        if (rows == 2 && MAX_ROWS >= 2)                                                   \
+            cgru_panel_##T##_2_single(K, h, ldh, panel, acc, accumulate);                 \
+        else                                                                              \
+            for (; rows > 0; rows--, h += ldh, acc += CGRU_PANEL)                         \
+                cgru_panel_##T##_1_single(K, h, ldh, panel, acc, accumulate);             \
+        return;                                                                           \
+    }                                                                                     \
+    switch (rows) {                                                                       \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 8, 8)                                                \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 7, 7)                                                \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 6, 6)                                                \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 5, 5)                                                \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 4, 4)                                                \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 3, 3)                                                \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 2, 2)                                                \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 1, 1)                                                \
+    }                                                                                     \
+    /* more rows than the build's register block holds: never asked for */                \
+    for (; rows > 0; rows--, h += ldh, acc += CGRU_PANEL)                                 \
+        cgru_panel_##T##_1_single(K, h, ldh, panel, acc, accumulate);                     \
+}                                                                                         \
+/* The product of any number of rows (row m of h at h + m * ldh, of acc at acc + m * 48).   \
+   A row's sums must not depend on the rows around it, so that a shuffled batch gives the  \
+   shuffled result bit for bit: the 1- and 2-row kernels run several chains per          \
+   accumulator (a different order of the sums) and are kept for calls whose every tile    \
+   has that few rows. The caller says which (single_chain: the step, or the call, has     \
+   more rows than one register block); more rows go in near-equal blocks of at most      \
+   MAX_ROWS, so that none is left with one or two rows where it can be helped (9 rows:   \
+   5 + 4, not 8 + 1: no slow single-chain row, and 5% faster in itself). */              \
+static inline void cgru_panel_tile_##T(int rows, int K, const T *restrict h, long ldh,    \
+                                       const T *restrict panel, T *restrict acc,          \
+                                       int accumulate, int single_chain) {                \
+    if (rows <= MAX_ROWS) {                                                               \
+        cgru_panel_product_##T(rows, K, h, ldh, panel, acc, accumulate, single_chain);    \
+        return;                                                                           \
+    }                                                                                     \
+    const int blocks = (rows + MAX_ROWS - 1) / MAX_ROWS;                                  \
+    const int size = rows / blocks, larger = rows % blocks;  /* the first ones: + 1 */    \
+    for (int i = 0; i < blocks; i++) {                                                    \
+        const int n = size + (i < larger);                                                \
+        cgru_panel_product_##T(n, K, h, ldh, panel, acc, accumulate, 1);                  \
+        h += n * ldh;                                                                     \
+        acc += n * CGRU_PANEL;                                                            \
+    }                                                                                     \
+}
+CGRU_PANEL_PRODUCT(float, CGRU_PANEL_ROWS_F)
+CGRU_PANEL_PRODUCT(double, CGRU_PANEL_ROWS_D)
+
+#endif  /* CGRU_PANELS_H */
