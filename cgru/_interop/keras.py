@@ -13,10 +13,11 @@ from .onnx import torch_gate_order   # z|r|h -> r|z|n, shared with ONNX
 
 def _check_layer_config(config, what):
     if not config.get("reset_after", True):
-        raise ValueError(f"{what}: reset_after=False applies the reset gate before the recurrent "
-                         "product, r * (W_hn h) vs PyTorch's r * (W_hn h + b_hn) with the product "
-                         "first; only reset_after=True layers have PyTorch's (and cgru's) "
-                         "equations")
+        raise ValueError(f"{what}: reset_after=False computes n = tanh(W_in x + b_in + "
+                         "W_hn (r * h)), the reset gate applied to h before the recurrent "
+                         "product; PyTorch (and cgru) compute n = tanh(W_in x + b_in + "
+                         "r * (W_hn h + b_hn)), the product first. Only reset_after=True layers "
+                         "(Keras's default) have PyTorch's equations")
     if config.get("activation", "tanh") != "tanh" or \
             config.get("recurrent_activation", "sigmoid") != "sigmoid":
         raise ValueError(f"{what}: activation={config.get('activation')!r}, "
@@ -72,6 +73,10 @@ def gru_from_keras(cls, layer, batch_first=True, dtype=None):
                           "sequence forward in time; reverse the input yourself",
                           UserWarning, stacklevel=3)
         groups = [part.get_weights() for part in parts]
+        if not all(groups):
+            raise ValueError(f"{type(layer).__name__} layer {layer.name!r} has no weights yet: "
+                             "build it first (call it on an input, or "
+                             "layer.build((None, None, input_size)))")
         dtype = dtype or _layer_dtype(layer)
     else:
         if isinstance(layer, (str, bytes, dict)) or not hasattr(layer, "__iter__"):
