@@ -79,8 +79,13 @@ def read(path):
 def _check_file_kind(path):
     """A ValueError that says what the file is, for files that are plainly not a cgru model
     (NumPy's own message for a text file is advice to load it as a pickle)."""
-    with open(path, "rb") as f:         # (FileNotFoundError goes to the caller as it is)
-        head = f.read(6)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except FileNotFoundError:
+        raise
+    except OSError:             # a folder, no permission: read() says so, as a ValueError
+        return
     what = None
     if head == b"\x93NUMPY":
         what = "it holds a single .npy array, not a saved model"
