@@ -45,6 +45,7 @@ def write(path, class_name, config, arrays):
 def read(path):
     """(class name, config dict, arrays by name) of a file written by `write`."""
     path = os.fspath(path)
+    _check_file_kind(path)
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
@@ -73,6 +74,41 @@ def read(path):
     if not isinstance(class_name, str) or not isinstance(config, dict):
         raise ValueError(f"{path}: unknown model class {short_repr(class_name)} or no config")
     return class_name, config, members
+
+
+def _check_file_kind(path):
+    """A ValueError that says what the file is, for files that are plainly not a cgru model
+    (NumPy's own message for a text file is advice to load it as a pickle)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except FileNotFoundError:
+        raise
+    except OSError:             # a folder, no permission: read() says so, as a ValueError
+        return
+    what = None
+    if head == b"\x93NUMPY":
+        what = "it holds a single .npy array, not a saved model"
+    elif head[:1] == b"\x80":
+        what = ("it holds pickled data (pickle, or torch.save's legacy format), which cgru never "
+                "loads; for a PyTorch model, convert it with cgru.GRU.from_torch(module) and "
+                "write it with gru.save(path)")
+    elif not head.startswith(b"PK"):
+        what = "it is not a .npz archive (cgru models are written by gru.save(path))"
+    else:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                torch_file = any(name.endswith("/data.pkl") or name == "data.pkl"
+                                 for name in archive.namelist())
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError):
+            torch_file = False      # (read() says what is wrong with the archive)
+        if torch_file:
+            raise ValueError(f"{path} is a PyTorch file (torch.save), not a cgru model file: "
+                             "load it with torch, convert the module with "
+                             "cgru.GRU.from_torch(module) (or a state_dict with "
+                             "gru.load_state_dict(state)) and write it with gru.save(path)")
+    if what:
+        raise ValueError(f"{path} is not a readable cgru model file: {what}")
 
 
 def _read_members(archive, file_size):

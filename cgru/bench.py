@@ -27,7 +27,7 @@ from .gru import GRU
 
 __all__ = ["CASES", "SHORT_GRID", "PEERS", "TOLERANCE", "Case", "Runner", "make_case",
            "make_inputs", "cgru_runner", "torch_runner", "ort_runner", "openvino_runner",
-           "numpy_runner", "gemm_rate", "time_once", "max_error", "format_time",
+           "numpy_runner", "describe_case", "gemm_rate", "time_once", "max_error", "format_time",
            "run_case", "report", "plot", "main"]
 
 CASES = {
@@ -201,12 +201,32 @@ def plot(all_rows, path):
     fig.savefig(path, dpi=120)
 
 
-def main(argv=None, default_cases=None):
-    parser = argparse.ArgumentParser(description="cgru against PyTorch, ONNX Runtime, "
-                                     "OpenVINO and NumPy on the same CPU")
+def describe_case(name):
+    """One line saying what case `name` runs, e.g. 'S1  L=1, N=1, H_in=64, H=128'."""
+    spec = CASES[name]
+    words = [f"L={spec['seq_len']}" if not spec.get("packed") else
+             f"lengths 10..{spec['seq_len']} (seed 0)",
+             f"N={spec['batch']}", f"H_in={spec['input_size']}", f"H={spec['hidden_size']}"]
+    if spec.get("num_layers", 1) != 1:
+        words.append(f"{spec['num_layers']} layers")
+    if spec.get("bidirectional"):
+        words.append("bidirectional")
+    words.append(np.dtype(spec.get("dtype", np.float32)).name)
+    if spec.get("packed"):
+        words.append("packed")
+    return f"{name}  {', '.join(words)}"
+
+
+def main(argv=None, default_cases=None, prog=None):
+    cases = "\n".join("  " + describe_case(name) for name in CASES)
+    parser = argparse.ArgumentParser(
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="cgru against PyTorch, ONNX Runtime, OpenVINO and NumPy on the same CPU",
+        epilog=f"cases (L sequence length, N batch, H_in input size, H hidden size):\n{cases}")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--cases", default=",".join(default_cases or CASES),
-                        help=f"comma-separated, from {','.join(CASES)}")
+                        help=f"comma-separated, from {','.join(CASES)} (default: "
+                             f"{','.join(default_cases or CASES)})")
     parser.add_argument("--repeats", type=int, default=9, help="timed samples per result")
     parser.add_argument("--peers", default=",".join(PEERS),
                         help="comma-separated peers to include (default: all installed)")

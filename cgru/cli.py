@@ -9,8 +9,8 @@
 
 `run` streams a saved GRU over an input that may be larger than memory: the input is
 memory-mapped, processed a batch of sequences at a time, and the output written through a
-memory map to a temporary file that is renamed only when complete. Errors end with one line on
-stderr and exit status 1 (2 for usage errors), never a traceback. With --scheduler, the same
+memory map to a temporary file that is renamed only when complete. Errors are one line on
+stderr and exit status 1 (usage errors too, with status 2), never a traceback. With --scheduler, the same
 run goes to a dask.distributed cluster (cgru.dask.forward), one task per batch of sequences,
 reading the input and writing the output files on storage that the workers share.
 """
@@ -31,13 +31,20 @@ class CommandError(Exception):
     """A problem with the user's files or arguments: reported in one line."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (argparse prints the usage first, 3-5 lines)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def _parser():
-    parser = argparse.ArgumentParser(prog="cgru", description="A PyTorch-exact GRU for CPUs.")
+    parser = OneLineParser(prog="cgru", description="A PyTorch-exact GRU for CPUs.")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("demo", help="build a GRU, run it, print shapes and timing (default)")
     commands.add_parser("info", help="version, build configuration, threads, BLAS")
-    commands.add_parser("bench", help="benchmark against installed peers (see --help)",
-                        add_help=False)
+    commands.add_parser("bench", help="benchmark against installed peers on cases S1-S8 "
+                                      "(see cgru bench --help)", add_help=False)
     run = commands.add_parser("run", help="run a saved model over a .npy file")
     run.add_argument("model", help="model saved with GRU.save (.npz)")
     run.add_argument("input", help="input .npy: (L, N, I), or (N, L, I) with --batch-first")
@@ -46,7 +53,8 @@ def _parser():
     run.add_argument("--batch-first", action="store_true", help="input and output are (N, L, *)")
     run.add_argument("--hidden-out", help="also write h_n (D*num_layers, N, H) to this .npy")
     run.add_argument("--batch-size", type=int, help="sequences per batch (default: ~64 MB)")
-    run.add_argument("--threads", type=int, help="threads (default: cgru's default)")
+    run.add_argument("--threads", type=int, help="threads (default: cgru's default; negative "
+                                                 "counts back from the usable cores, -1: all)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--scheduler", help="run on this dask.distributed scheduler (address); "
                                          "the files must be on storage the workers share")
@@ -57,7 +65,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
         from .bench import SHORT_GRID, main as bench_main
-        return bench_main(argv[1:], default_cases=SHORT_GRID)
+        return bench_main(argv[1:], default_cases=SHORT_GRID, prog="cgru bench")
     args = _parser().parse_args(argv)
     if args.command == "info":
         from ._engine import show_config
@@ -85,6 +93,16 @@ def _one_line(error):
 
 def _load_array(path, what):
     try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except FileNotFoundError:
+        raise CommandError(f"{what} {path}: no such file") from None
+    if head.startswith(b"PK"):
+        raise CommandError(f"{what} {path} is an .npz archive; expected a single .npy array")
+    if head != b"\x93NUMPY":      # (NumPy would take it for a pickle and suggest allow_pickle)
+        raise CommandError(f"{what} {path} is not a .npy array file (it does not start with "
+                           "NumPy's .npy header; numpy.save writes one)")
+    try:
         with np.errstate(over="ignore"):   # (a header's byte count overflowing: refused below)
             array = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
@@ -100,6 +118,7 @@ def _load_array(path, what):
 
 
 def _checked_inputs(args, model):
+    from ._engine import resolve_threads
     x = _load_array(args.input, "input")
     if x.dtype.kind not in "biuf":
         raise CommandError(f"input {args.input} has dtype {x.dtype}; expected numbers")
@@ -123,13 +142,25 @@ def _checked_inputs(args, model):
                                f"{lengths.min()}..{lengths.max()}")
     if args.batch_size is not None and args.batch_size < 1:
         raise CommandError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.threads is not None:
+        try:
+            resolve_threads(args.threads)       # set_num_threads's rule and words
+        except ValueError as error:
+            raise CommandError(f"--threads: {error}") from None
+    for option, path in (("-o/--output", args.output), ("--hidden-out", args.hidden_out)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            raise CommandError(f"{option} {path}: no such folder {folder}")
     return x, lengths, seq_len, batch
 
 
 def _temporary_memmap(final_path, shape, dtype, created):
     folder = os.path.dirname(os.path.abspath(final_path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(final_path)}.",
-                               suffix=".partial")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(final_path)}.",
+                                   suffix=".partial")
+    except OSError as error:      # (its message would name the hidden temporary file)
+        raise CommandError(f"cannot write {final_path}: {error.strerror or error}") from None
     os.close(fd)
     created.append(tmp)
     return np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
@@ -207,7 +238,8 @@ def run_model(args):
         if args.scheduler:
             _run_on_cluster(args, model, x.shape, x.dtype, lengths, step, created)
         else:
-            with use_threads(args.threads) if args.threads else contextlib.nullcontext():
+            with use_threads(args.threads) if args.threads is not None \
+                    else contextlib.nullcontext():
                 _run_locally(args, model, x, lengths, seq_len, step, output, h_out, quiet)
         finals = [args.output] + ([args.hidden_out] if args.hidden_out else [])
         for array in (output, h_out):

@@ -13,13 +13,12 @@ except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError("cgru.dask needs dask: pip install \"dask[array]\" (or pip install "
                       "\"cgru[dask]\"; add distributed for clusters)") from None
 
-import contextlib
 import sys
 import threading
 
 import numpy as np
 
-from ._engine import dask_worker_threads, use_threads
+from ._engine import dask_worker_threads, get_num_threads, resolve_threads, use_threads
 from ._nn.inputs import check_sequence_sizes
 from .gru import GRU
 from .packing import pack_padded_sequence, pad_packed_sequence
@@ -39,11 +38,14 @@ def task_threads():
     - under the local threaded scheduler (tasks in a pool of threads): 1 thread;
     - under the synchronous scheduler (tasks in the calling thread): cgru's default.
 
-    forward(..., threads=n) overrides this for every task of its graph.
+    Outside any task it says what a call in this thread would get: cgru's default, or what
+    set_num_threads / use_threads set. forward(..., threads=n) overrides this for every task
+    of its graph. Always an int (cgru.get_num_threads() where cgru's default applies).
     """
     if "distributed" in sys.modules and _on_worker():
-        return dask_worker_threads()
-    return None if threading.current_thread() is threading.main_thread() else 1
+        n = dask_worker_threads()
+        return get_num_threads() if n is None else n
+    return get_num_threads() if threading.current_thread() is threading.main_thread() else 1
 
 
 def _on_worker():
@@ -57,8 +59,7 @@ def _on_worker():
 def _run_chunk(gru, x, hx, lengths, threads):
     """One chunk of sequences: (output, h_n) as gru(x, hx) gives them (packed by `lengths`,
     output zero past each length, when given)."""
-    n = task_threads() if threads is None else threads
-    with use_threads(n) if n is not None else contextlib.nullcontext():
+    with use_threads(task_threads() if threads is None else threads):
         if lengths is None:
             return gru(x, hx)
         seq_len = x.shape[1] if gru.batch_first else x.shape[0]
@@ -107,6 +108,9 @@ def forward(gru, input, hx=None, lengths=None, *, threads=None):
     """
     if not isinstance(gru, GRU):
         raise TypeError(f"gru must be a cgru.GRU, got {type(gru).__name__}")
+    if threads is not None:
+        resolve_threads(threads)     # 0 or a non-int refused here, not in a task (n < 0 counts
+        #                              back from the cores of the worker that runs the task)
     x = _as_dask(input, "input")
     if x.dtype.kind not in "biuf":
         raise TypeError(f"input must be a real numeric array, got an array of dtype {x.dtype}")

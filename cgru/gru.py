@@ -169,6 +169,14 @@ class GRU(SequenceCall, ParameterModule):
             names += [f"bias_ih{suffix}", f"bias_hh{suffix}"]
         return names
 
+    @property
+    def all_weights(self):
+        """torch's nn.GRU.all_weights: one list per layer and direction (forward, then
+        reverse), each [weight_ih, weight_hh, bias_ih, bias_hh] (the biases only with bias),
+        the read-only parameter arrays themselves."""
+        return [[self._params[name] for name in self._parameter_names(layer, direction)]
+                for layer in range(self._num_layers) for direction in range(self.num_directions)]
+
     def _expected_shapes(self):
         h, d = self._hidden_size, self.num_directions
         shapes = {}

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._nn.checks import to_numpy
-from ._nn.parameters import ParameterModule, assign_parameters
+from ._nn.parameters import ParameterModule, StateDict, assign_parameters
 
 __all__ = ["SGD", "Adam", "AdamW"]
 
@@ -492,6 +492,10 @@ def _check_params(params):
             if any(entry is other for other in entries):
                 raise ValueError(f"params[{position}]: this module is already in params")
             entries.append(entry)
+        elif isinstance(entry, StateDict):
+            raise TypeError(f"params[{position}] is a module's state_dict(): its arrays are "
+                            "copies, so updating them would leave the module unchanged; pass "
+                            "the module itself (e.g. Adam([gru, head]))")
         elif isinstance(entry, Mapping):
             entries.append(_check_array_dict(position, entry))
         else:
@@ -517,7 +521,8 @@ def _check_array_dict(position, mapping):
                             f"{array.dtype}")
         if not array.flags.writeable:
             raise ValueError(f"{where} is read-only; it is updated in place, so it must be "
-                             "writable")
+                             "writable (a module's parameters are read-only: to train a "
+                             "module, pass the module itself)")
     return dict(mapping)
 
 

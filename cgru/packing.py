@@ -168,14 +168,32 @@ def unpad_sequence(padded_sequences, lengths, batch_first=False):
     return [padded[i, :n].copy() for i, n in enumerate(lengths)]
 
 
+def as_packed(value):
+    """value as cgru's PackedSequence if it is one, or another library's with the same four
+    fields (torch.nn.utils.rnn.PackedSequence: its tensors become NumPy arrays, as tensors
+    given as input do; duck-typed, torch is not imported); else None."""
+    if isinstance(value, PackedSequence):
+        return value
+    if type(value).__name__ == "PackedSequence" and \
+            all(hasattr(value, field) for field in PackedSequence._fields):
+        fields = [getattr(value, field) for field in PackedSequence._fields]
+        return PackedSequence(*[None if f is None else _to_numpy(f, f"PackedSequence.{name}",
+                                                                  "an array")
+                                for f, name in zip(fields, PackedSequence._fields)])
+    return None
+
+
 def check_packed(sequence, dtype=None):
     """Validate a PackedSequence's fields against each other before any compiled code reads them.
 
-    Returns (data, batch_sizes (int64), sorted_indices, unsorted_indices), data converted to
-    dtype (C-contiguous) when one is given.
+    sequence: cgru's PackedSequence or torch's (see as_packed). Returns (data, batch_sizes
+    (int64), sorted_indices, unsorted_indices), data converted to dtype (C-contiguous) when one
+    is given.
     """
-    if not isinstance(sequence, PackedSequence):
+    packed = as_packed(sequence)
+    if packed is None:
         raise TypeError(f"expected a PackedSequence, got {type(sequence).__name__}")
+    sequence = packed
     data = _as_array(sequence.data, "PackedSequence.data")
     if data.ndim < 1:
         raise ValueError("PackedSequence.data must have at least 1 dimension (sum(lengths), *)")

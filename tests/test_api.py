@@ -249,3 +249,69 @@ def test_show_config(capsys):
     text = capsys.readouterr().out
     assert cgru.__version__ in text and "OpenMP" in text and "threads" in text
     assert "BLAS" in text
+
+
+# -- what a PyTorch user types -------------------------------------------------------------------
+
+def test_all_weights_is_torchs_nested_list_of_the_parameters():
+    gru = cgru.GRU(3, 4, 2, bidirectional=True, seed=0)
+    weights = gru.all_weights
+    assert len(weights) == 4                         # (layer, direction) pairs, forward first
+    assert [w is gru.weight_ih_l1_reverse for w in weights[3]] == [True, False, False, False]
+    assert [w.shape for w in weights[2]] == [(12, 8), (12, 4), (12,), (12,)]
+    assert all(not w.flags.writeable for layer in weights for w in layer)
+    assert [len(layer) for layer in cgru.GRU(3, 4, bias=False).all_weights] == [2]
+
+
+def test_all_weights_matches_torch(torch):
+    module = torch.nn.GRU(3, 4, 2, bidirectional=True)
+    gru = cgru.GRU.from_torch(module)
+    for ours, theirs in zip(gru.all_weights, module.all_weights, strict=True):
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_array_equal(a, b.detach().numpy())
+
+
+@pytest.mark.parametrize("module", [cgru.GRU(3, 4, seed=0), cgru.GRUCell(3, 4, seed=0)])
+def test_to_double_and_float_give_a_module_of_that_dtype(module, rng):
+    assert module.to(np.float32) is module and module.float() is module
+    assert module.to("cpu") is module and module.to(device="cpu") is module
+    double = module.double()
+    assert double is not module and double.dtype == np.float64 and module.dtype == np.float32
+    assert double.to("cpu", "float64") is double and double.double() is double
+    for name, value in module.named_parameters():
+        np.testing.assert_array_equal(double.get_parameter(name), value.astype(np.float64))
+    x = rng.standard_normal((5, 3) if isinstance(module, cgru.GRUCell) else (2, 5, 3))
+    np.testing.assert_allclose(np.asarray(double(x)[0]), np.asarray(module(x)[0]), atol=1e-6)
+    assert double.float().dtype == np.float32
+    with pytest.raises(ValueError, match="CPUs only"):
+        module.to("cuda")
+    with pytest.raises(TypeError, match="float32 or numpy.float64"):
+        module.to(np.float16)
+
+
+def test_to_takes_torch_dtypes(torch):
+    gru = cgru.GRU(3, 4, seed=0)
+    assert gru.to(torch.float64).dtype == np.float64
+    assert gru.to(torch.device("cpu")) is gru
+
+
+@pytest.mark.parametrize("name,words", [
+    ("zero_grad", "no gradients"), ("requires_grad_", "optimizer"),
+    ("flatten_parameters", "nothing to call"), ("cuda", "CPUs"), ("half", "bfloat16")])
+@pytest.mark.parametrize("cls", [cgru.GRU, cgru.GRUCell])
+def test_torch_only_names_say_the_cgru_way(cls, name, words):
+    module = cls(3, 4)
+    assert not hasattr(module, name)
+    with pytest.raises(AttributeError, match=words) as error:
+        getattr(module, name)
+    assert repr(name) in str(error.value)
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_thing'$"):
+        module.no_such_thing
+
+
+def test_state_dict_is_a_plain_dict_of_copies_that_pickles_as_one():
+    import pickle
+    state = cgru.GRU(3, 4, seed=0).state_dict()
+    assert isinstance(state, dict) and all(v.flags.writeable for v in state.values())
+    assert type(pickle.loads(pickle.dumps(state))) is dict
+    assert type(copy.deepcopy(state)) is dict

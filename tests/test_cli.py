@@ -79,7 +79,8 @@ def test_run_errors_are_one_line(files, args, message):
 
 def test_usage_errors_exit_2(files):
     result = _cgru("run", "model.npz", cwd=files[0])
-    assert result.returncode == 2 and "usage" in result.stderr
+    assert result.returncode == 2 and "required: input, -o/--output" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "cgru run --help" in result.stderr
 
 
 def test_failure_mid_run_leaves_no_file(files, monkeypatch):
@@ -123,3 +124,98 @@ def test_bench_runs_a_short_grid(tmp_path):
                    "NumPy", "--json", "bench.json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "| S1 |" in result.stdout and (tmp_path / "bench.json").exists()
+
+
+# -- messages that point the right way --------------------------------------------------------
+
+def _main(args, path, monkeypatch, capsys):
+    """cli.main in this process (quicker than a subprocess): (exit status, stderr)."""
+    monkeypatch.chdir(path)
+    try:
+        code = cli.main([str(a) for a in args])
+    except SystemExit as exit:
+        code = exit.code
+    return code, capsys.readouterr().err
+
+
+def test_a_text_file_is_not_an_array_nor_a_model(files, monkeypatch, capsys):
+    path = files[0]
+    (path / "notes.txt").write_text("1 2 3\n4 5 6\n")
+    code, err = _main(["run", "model.npz", "notes.txt", "-o", "out.npy"], path, monkeypatch,
+                      capsys)
+    assert code == 1 and "notes.txt is not a .npy array file" in err
+    assert "allow_pickle" not in err and len(err.strip().splitlines()) == 1
+    code, err = _main(["run", "notes.txt", "x.npy", "-o", "out.npy"], path, monkeypatch, capsys)
+    assert code == 1 and "notes.txt is not a readable cgru model file" in err
+    assert "not a .npz archive" in err and "allow_pickle" not in err
+    with pytest.raises(ValueError, match="not a .npz archive"):
+        cgru.load(path / "notes.txt")
+
+
+def test_a_pytorch_file_as_the_model_says_to_convert_it(files, monkeypatch, capsys):
+    import zipfile
+    path = files[0]
+    # torch.save's zip format: <name>/data.pkl and its tensors (written here without torch)
+    with zipfile.ZipFile(path / "model.pt", "w") as archive:
+        archive.writestr("model/data.pkl", b"\x80\x02}q\x00.")
+        archive.writestr("model/version", b"3\n")
+    (path / "legacy.pt").write_bytes(b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19.")
+    for name in ("model.pt", "legacy.pt"):
+        code, err = _main(["run", name, "x.npy", "-o", "out.npy"], path, monkeypatch, capsys)
+        assert code == 1 and "GRU.from_torch" in err and "save" in err, err
+    with pytest.raises(ValueError, match=r"PyTorch file.*GRU\.from_torch.*gru\.save"):
+        cgru.load(path / "model.pt")
+
+
+def test_a_missing_output_folder_is_named(files, monkeypatch, capsys):
+    path = files[0]
+    for extra, named in ((["-o", "no/such/out.npy"], "no/such/out.npy"),
+                         (["-o", "out.npy", "--hidden-out", "no/h.npy"], "no/h.npy")):
+        code, err = _main(["run", "model.npz", "x.npy", *extra], path, monkeypatch, capsys)
+        assert code == 1 and "no such folder" in err and named in err, err
+        assert ".partial" not in err
+    assert not (path / "out.npy").exists()
+
+
+def test_threads_follow_set_num_threads(files, monkeypatch, capsys):
+    path = files[0]
+    code, err = _main(["run", "model.npz", "x.npy", "-o", "out.npy", "--threads", "0"], path,
+                      monkeypatch, capsys)
+    with pytest.raises(ValueError) as python_error:
+        cgru.set_num_threads(0)
+    assert code == 1 and "--threads" in err and str(python_error.value) in err
+    assert not (path / "out.npy").exists()
+    code, err = _main(["run", "model.npz", "x.npy", "-o", "out.npy", "--threads", "-1"], path,
+                      monkeypatch, capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(path / "out.npy"), files[1](files[2])[0])
+
+
+@pytest.mark.parametrize("args", [["run", "model.npz"], ["run", "model.npz", "x.npy"],
+                                  ["run", "model.npz", "x.npy", "-o", "o.npy", "--threads", "x"],
+                                  ["frobnicate"], ["run", "--bogus"]])
+def test_usage_errors_are_one_line(files, monkeypatch, capsys, args):
+    code, err = _main(args, files[0], monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "error:" in err and "--help" in err
+
+
+def test_bench_help_names_itself_and_defines_the_cases(files, monkeypatch, capsys):
+    monkeypatch.chdir(files[0])
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["bench", "--help"])
+    out = capsys.readouterr().out
+    assert exit.value.code == 0 and out.startswith("usage: cgru bench")
+    from cgru.bench import CASES
+    for name in CASES:
+        assert f"\n  {name}  " in out
+    assert "S6  L=50, N=256, H_in=512, H=512" in out and "2 layers, bidirectional" in out
+
+
+def test_demo_is_a_documented_command(files, monkeypatch, capsys):
+    monkeypatch.chdir(files[0])
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "demo" in capsys.readouterr().out
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+    assert "cgru demo" in readme

@@ -253,3 +253,48 @@ def test_from_onnx_refuses_other_operators_and_inputs():
         warnings.simplefilter("ignore")
         model = _gru_model(linear_before_reset=1)
     assert cgru.GRU.from_onnx(model.SerializeToString()).hidden_size == 2
+
+
+# -- torch's PackedSequence, and Keras's messages --------------------------------------------------
+
+def test_gru_takes_torchs_packed_sequence(torch, rng):
+    module = torch.nn.GRU(3, 4, 2, bidirectional=True)
+    gru = cgru.GRU.from_torch(module)
+    x = rng.standard_normal((6, 3, 3)).astype(np.float32)
+    lengths = [4, 6, 2]
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.from_numpy(x).requires_grad_(), torch.tensor(lengths), enforce_sorted=False)
+    output, h_n = gru(packed)
+    assert type(output) is cgru.PackedSequence and isinstance(output.data, np.ndarray)
+    want_output, want_h_n = gru(cgru.pack_padded_sequence(x, lengths, enforce_sorted=False))
+    np.testing.assert_array_equal(output.data, want_output.data)
+    np.testing.assert_array_equal(output.batch_sizes, packed.batch_sizes.numpy())
+    np.testing.assert_array_equal(h_n, want_h_n)
+    with torch.no_grad():
+        torch_output, torch_h_n = module(packed)
+    assert_close(output.data, torch_output.data.numpy(), np.float32)
+    assert_close(h_n, torch_h_n.numpy(), np.float32)
+    padded, got_lengths = cgru.pad_packed_sequence(packed)
+    assert got_lengths.tolist() == lengths and padded.shape == (6, 3, 3)
+    (_, _), backward = gru.vjp(packed)
+    grad = packed._replace(data=torch.ones(sum(lengths), 8))
+    assert backward(grad)["input"].shape == (sum(lengths), 3)
+
+
+def test_from_keras_reset_before_message_has_keras_equation():
+    h, i = 4, 3
+    with pytest.raises(ValueError, match=r"W_hn \(r \* h\)") as error:
+        cgru.GRU.from_keras([np.zeros((i, 3 * h)), np.zeros((h, 3 * h)), np.zeros(3 * h)])
+    assert "reset_after" in str(error.value)
+
+
+def test_from_keras_layer_messages_live():
+    keras = _keras()
+    layer = keras.layers.GRU(2, reset_after=False)
+    layer.build((None, None, 3))
+    with pytest.raises(ValueError, match=r"W_hn \(r \* h\).*r \* \(W_hn h \+ b_hn\)"):
+        cgru.GRU.from_keras(layer)
+    for unbuilt in (keras.layers.GRU(2),
+                    keras.layers.Bidirectional(keras.layers.GRU(2), merge_mode="concat")):
+        with pytest.raises(ValueError, match="no weights yet: build it"):
+            cgru.GRU.from_keras(unbuilt)

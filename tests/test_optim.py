@@ -223,7 +223,7 @@ def test_module_matches_torch(torch, name, cls, kwargs, rng):
 @pytest.mark.parametrize("name,cls,kwargs", CONFIGS, ids=CONFIG_IDS)
 def test_module_same_as_dict_of_arrays(name, cls, kwargs, rng):
     gru = _gru()
-    arrays = gru.state_dict()
+    arrays = dict(gru.state_dict())     # copies made the user's own (a state_dict is refused)
     opt_module = getattr(cgru.optim, cls)(gru, **kwargs)
     opt_dict = getattr(cgru.optim, cls)(arrays, **kwargs)
     for _ in range(10):
@@ -889,3 +889,25 @@ def test_integer_beyond_the_float_range_is_a_value_error(where):
     opt.param_groups[0]["eps"] = 1e-8
     opt.step({"w": np.ones(3)})
     assert params["w"][0] < 0
+
+
+# -- a module's state_dict is not its parameters -------------------------------------------------
+
+@pytest.mark.parametrize("optimizer", [cgru.optim.SGD, cgru.optim.Adam, cgru.optim.AdamW])
+def test_a_state_dict_is_refused_with_pass_the_module(optimizer):
+    gru = cgru.GRU(3, 4, seed=0)
+    for params in (gru.state_dict(), [gru.state_dict()], [{"w": np.zeros(2)}, gru.state_dict()]):
+        with pytest.raises(TypeError, match="state_dict.*copies.*pass the module itself"):
+            optimizer(params, lr=0.1)
+    with pytest.raises(ValueError, match="read-only.*pass the module itself"):
+        optimizer(dict(gru.named_parameters()), lr=0.1)
+
+
+def test_a_plain_dict_made_from_a_state_dict_is_the_users_own():
+    gru = cgru.GRU(3, 4, seed=0)
+    mine = dict(gru.state_dict())                    # the user's own arrays now
+    before = gru.state_dict()
+    opt = cgru.optim.SGD(mine, lr=0.5)
+    opt.step({name: np.ones_like(value) for name, value in mine.items()})
+    np.testing.assert_array_equal(mine["weight_hh_l0"], before["weight_hh_l0"] - 0.5)
+    np.testing.assert_array_equal(gru.weight_hh_l0, before["weight_hh_l0"])

@@ -232,3 +232,34 @@ def test_pack_sequence_large_batch_on_threads():
     np.testing.assert_array_equal(packed.data, expected.data)
     for got, want in zip(unpacked, sequences):
         np.testing.assert_array_equal(got, want)
+
+
+# -- another library's PackedSequence (torch's), duck-typed ----------------------------------------
+
+class _ForeignPackedSequence(tuple):
+    """Stands for torch.nn.utils.rnn.PackedSequence: the same name and four fields."""
+
+    __slots__ = ()
+    data = property(lambda self: self[0])
+    batch_sizes = property(lambda self: self[1])
+    sorted_indices = property(lambda self: self[2])
+    unsorted_indices = property(lambda self: self[3])
+
+
+_ForeignPackedSequence.__name__ = "PackedSequence"
+
+
+def test_a_foreign_packed_sequence_runs_as_cgrus(rng):
+    gru = cgru.GRU(3, 4, bidirectional=True, seed=0)
+    x = rng.standard_normal((5, 3, 3)).astype(np.float32)
+    ours = cgru.pack_padded_sequence(x, [2, 5, 3], enforce_sorted=False)
+    foreign = _ForeignPackedSequence([list(ours.data), ours.batch_sizes, ours.sorted_indices,
+                                      ours.unsorted_indices])
+    output, h_n = gru(foreign)
+    want_output, want_h_n = gru(ours)
+    assert type(output) is cgru.PackedSequence
+    np.testing.assert_array_equal(output.data, want_output.data)
+    np.testing.assert_array_equal(h_n, want_h_n)
+    padded, lengths = cgru.pad_packed_sequence(foreign)
+    assert lengths.tolist() == [2, 5, 3]
+    assert cgru.packing.as_packed(object()) is None and cgru.packing.as_packed(x) is None

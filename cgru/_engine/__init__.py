@@ -21,8 +21,8 @@ from .quant_weights import (PRECISIONS, check_precision, dequantize, from_bfloat
                             pack_quant_layer, quantize_int8_rows, to_bfloat16)
 from .recycle import recycled_empty
 from .stack import LayerStack, dense_batch_sizes, dropout_mask
-from .threads import (dask_worker_threads, get_num_threads, set_num_threads, usable_cores,
-                      use_threads, worker_threads_context)
+from .threads import (dask_worker_threads, get_num_threads, resolve_threads, set_num_threads,
+                      usable_cores, use_threads, worker_threads_context)
 from .weights import pack_layer, unpack_layer_grads
 from . import rows
 
@@ -30,5 +30,5 @@ __all__ = ["LayerStack", "PRECISIONS", "available_isas",
            "blas_controller", "check_precision", "find_openblas", "config", "dask_worker_threads",
            "dense_batch_sizes", "dequantize", "describe_blas", "dropout_mask", "from_bfloat16",
            "get_num_threads", "kernel", "pack_layer", "pack_quant_layer", "quantize_int8_rows",
-           "recycled_empty", "rows", "set_num_threads", "show_config", "to_bfloat16",
+           "recycled_empty", "resolve_threads", "rows", "set_num_threads", "show_config", "to_bfloat16",
            "unpack_layer_grads", "usable_cores", "use_threads", "worker_threads_context"]

@@ -34,7 +34,10 @@ def _default_threads():
     return usable_cores()
 
 
-def _resolve(n):
+def resolve_threads(n):
+    """n as a thread count: n > 0 as is, n < 0 counted back from the usable cores (-1: all);
+    0 is a ValueError, a non-int a TypeError. The one rule of set_num_threads, use_threads
+    and `cgru run --threads`."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"number of threads must be an int, got {type(n).__name__}")
     n = int(n)
@@ -62,7 +65,7 @@ def set_num_threads(n):
     n > 0: that many threads; n < 0: usable cores + 1 + n (-1 means all); 0: ValueError.
     """
     global _process_threads
-    _process_threads = None if n is None else _resolve(n)
+    _process_threads = None if n is None else resolve_threads(n)
 
 
 @contextlib.contextmanager
@@ -72,7 +75,7 @@ def use_threads(n):
     >>> with cgru.use_threads(1):
     ...     output, h_n = gru(x)
     """
-    resolved = _resolve(n)
+    resolved = resolve_threads(n)
     previous = getattr(_local, "threads", None)
     _local.threads = resolved
     try:

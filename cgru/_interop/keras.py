@@ -11,12 +11,15 @@ import numpy as np
 from .onnx import torch_gate_order   # z|r|h -> r|z|n, shared with ONNX
 
 
+RESET_BEFORE = ("reset_after=False computes n = tanh(W_in x + b_in + W_hn (r * h)), the reset "
+                "gate applied to h before the recurrent product; PyTorch (and cgru) compute "
+                "n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), the product first. Only "
+                "reset_after=True layers (Keras's default) have PyTorch's equations")
+
+
 def _check_layer_config(config, what):
     if not config.get("reset_after", True):
-        raise ValueError(f"{what}: reset_after=False applies the reset gate before the recurrent "
-                         "product, r * (W_hn h) vs PyTorch's r * (W_hn h + b_hn) with the product "
-                         "first; only reset_after=True layers have PyTorch's (and cgru's) "
-                         "equations")
+        raise ValueError(f"{what}: {RESET_BEFORE}")
     if config.get("activation", "tanh") != "tanh" or \
             config.get("recurrent_activation", "sigmoid") != "sigmoid":
         raise ValueError(f"{what}: activation={config.get('activation')!r}, "
@@ -38,8 +41,8 @@ def _direction_weights(arrays, what):
     if len(arrays) == 3 and arrays[2] is not None:
         bias = np.asarray(arrays[2])
         if bias.shape == (3 * hidden,):
-            raise ValueError(f"{what}: a bias of shape (3H,) comes from a reset_after=False layer, "
-                             "which does not compute PyTorch's equations; expected (2, 3H)")
+            raise ValueError(f"{what}: a bias of shape (3H,) comes from a layer with "
+                             f"{RESET_BEFORE}; expected a bias of shape (2, 3H)")
         if bias.shape != (2, 3 * hidden):
             raise ValueError(f"{what}: expected bias (2, 3H) = {(2, 3 * hidden)}, got {bias.shape}")
         bias_ih, bias_hh = (torch_gate_order(b, hidden) for b in bias)
@@ -72,6 +75,10 @@ def gru_from_keras(cls, layer, batch_first=True, dtype=None):
                           "sequence forward in time; reverse the input yourself",
                           UserWarning, stacklevel=3)
         groups = [part.get_weights() for part in parts]
+        if not all(groups):
+            raise ValueError(f"{type(layer).__name__} layer {layer.name!r} has no weights yet: "
+                             "build it first (call it on an input, or "
+                             "layer.build((None, None, input_size)))")
         dtype = dtype or _layer_dtype(layer)
     else:
         if isinstance(layer, (str, bytes, dict)) or not hasattr(layer, "__iter__"):

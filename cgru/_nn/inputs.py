@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._engine import dense_batch_sizes
-from ..packing import PackedSequence, check_packed
+from ..packing import PackedSequence, as_packed, check_packed
 from .checks import as_float_array
 
 
@@ -78,7 +78,10 @@ class SequenceCall:
         caller's memory (vjp's tape keeps them, and must not see later edits)."""
         stack = self._stack
         dtype = stack.dtype
-        if isinstance(input, PackedSequence):
+        # cgru's PackedSequence, or torch's converted (an array is neither: no call)
+        packed = None if type(input) is np.ndarray else as_packed(input)
+        if packed is not None:
+            input = packed
             x, batch_sizes, sorted_indices, unsorted_indices = check_packed(input, dtype)
             if x.ndim != 2:
                 raise ValueError(f"GRU: Expected packed data to be 2D (sum(lengths), "
@@ -319,7 +322,7 @@ class PackedLayout:
                                self.unsorted_indices), self.state_from_kernel(h_n))
 
     def check_output_gradient(self, grad, dtype, channels):
-        if isinstance(grad, PackedSequence):
+        if as_packed(grad) is not None:
             data, batch_sizes, sorted_indices, _ = check_packed(grad)
             if not np.array_equal(batch_sizes, self.batch_sizes):
                 raise ValueError(f"grad_output: expected a PackedSequence with the output's "

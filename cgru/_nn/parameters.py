@@ -1,4 +1,5 @@
 """What GRU and GRUCell share: parameters by PyTorch name, state_dict, train/eval, save."""
+import copy
 import warnings
 from collections import namedtuple
 from collections.abc import Mapping
@@ -6,9 +7,34 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import _npz
-from .checks import to_numpy
+from .checks import check_dtype, to_numpy
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+# torch.nn.Module names that have no meaning for a NumPy module: an AttributeError (so hasattr
+# stays False) that says what to do in cgru instead.
+TORCH_ONLY = {
+    "zero_grad": "cgru modules hold no gradients: each backward() of module.vjp(...) returns a "
+                 "new dict of them, so there is nothing to zero",
+    "requires_grad_": "backward() of module.vjp(...) returns the gradient of every parameter; "
+                      "to keep the module's weights fixed, leave it out of the optimizer's "
+                      "params",
+    "flatten_parameters": "cgru lays its weights out for the kernel by itself, once, whenever "
+                          "they change: there is nothing to call",
+    "cuda": "cgru runs on CPUs; module.to_torch() gives the equivalent torch module",
+    "half": "float16 is not supported; module.quantize('bfloat16') gives bfloat16 weights",
+    "backward": "gradients come from module.vjp(input, hx), which returns (outputs, backward)",
+}
+
+
+class StateDict(dict):
+    """What state_dict() returns: a plain dict of copies, marked so that an optimizer given it
+    in place of the module can say so (updating the copies would leave the module unchanged)."""
+
+    __slots__ = ()
+
+    def __reduce__(self):       # pickles, and copies, as a plain dict
+        return dict, (dict(self),)
 
 
 class ParameterModule:
@@ -40,6 +66,9 @@ class ParameterModule:
         params = self.__dict__.get("_params")
         if params is not None and name in params:
             return params[name]
+        if name in TORCH_ONLY:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}: "
+                                 f"{TORCH_ONLY[name]}")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __setattr__(self, name, value):
@@ -102,8 +131,47 @@ class ParameterModule:
                                  f"parameters are {list(self._params)}") from None
 
     def state_dict(self):
-        """A dict of copies of the parameters, keys in PyTorch's order."""
-        return {name: value.copy() for name, value in self._params.items()}
+        """A dict of copies of the parameters, keys in PyTorch's order. Editing the copies
+        does not change the module: load_state_dict them back, or give the optimizer the
+        module itself (cgru.optim refuses a state_dict)."""
+        return StateDict((name, value.copy()) for name, value in self._params.items())
+
+    # -- PyTorch's names for dtype and device ---------------------------------------------------
+
+    def to(self, *args, dtype=None, device=None):
+        """torch's Module.to, for what a NumPy module has: a dtype (numpy.float32 or float64,
+        their names, or torch.float32 / torch.float64) gives the module in that dtype: self if
+        it has it already, else a new module (a cgru module's dtype is fixed when it is built:
+        assign the result, ``gru = gru.to(np.float64)``). The device "cpu" is accepted and
+        changes nothing; another device is a ValueError."""
+        for arg in args:
+            if _is_device(arg):
+                device = arg
+            elif dtype is None:
+                dtype = arg
+            else:
+                raise TypeError(f"to() takes one dtype and one device, got {args!r}")
+        if device is not None and str(device).split(":")[0] != "cpu":
+            raise ValueError(f"cgru runs on CPUs only, got device {str(device)!r}; "
+                             "module.to_torch() gives the equivalent torch module")
+        if dtype is None:
+            return self
+        if type(dtype).__name__ == "dtype" and str(dtype).startswith("torch."):
+            dtype = str(dtype)[len("torch."):]        # (torch not imported)
+        dtype = check_dtype(dtype)
+        if dtype == self.dtype:
+            return self
+        module = _restore(type(self), dict(self._config(), dtype=dtype.name), self.state_dict(),
+                          self.training, copy.deepcopy(getattr(self, "_rng", None)))
+        return module
+
+    def double(self):
+        """The module in float64: self if it is, else a new module (see to)."""
+        return self.to(np.float64)
+
+    def float(self):
+        """The module in float32: self if it is, else a new module (see to)."""
+        return self.to(np.float32)
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy parameters in from a mapping of name -> array-like (torch tensors included).
@@ -162,6 +230,13 @@ def _restore(cls, config, state, training, rng):
     module.load_state_dict(state)
     module.train(training)
     return module
+
+
+def _is_device(value):
+    if type(value).__name__ == "device":        # torch.device
+        return True
+    return isinstance(value, str) and value.split(":")[0] in (
+        "cpu", "cuda", "mps", "xpu", "meta", "hip", "xla", "ipu", "hpu", "mtia")
 
 
 def _frozen(array):
