@@ -10,6 +10,8 @@ import pytest
 import cgru
 
 PACKAGE = os.path.dirname(os.path.abspath(cgru.__file__))
+# subprocesses start here, not in the checkout, where ./cgru (uncompiled) would shadow the package
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Layer of each module, lowest first; a module may import its own layer or any below it.
 # Compiled extensions (cgru._gru_*, _cpu, _rows) sit below everything, for the engine alone.
@@ -131,7 +133,8 @@ def test_only_the_engine_touches_the_kernel():
 @pytest.mark.parametrize("module", ["cgru.optim", "cgru.clip", "cgru.packing", "cgru.persist"])
 def test_import_cgru_gives_public_submodules(module):
     code = f"import cgru; m = cgru.{module.split('.', 1)[1]}; print(m.__name__)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=HERE)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == module
 
@@ -140,7 +143,8 @@ def test_import_cgru_imports_no_optional_framework():
     code = ("import cgru, sys; print(sorted(m for m in ('torch', 'sklearn', 'dask', 'keras', "
             "'onnx', 'onnxruntime', 'openvino', 'matplotlib', 'threadpoolctl', 'cgru.bench') "
             "if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=HERE)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -151,6 +155,7 @@ def test_optim_works_after_import_cgru_alone():
             "opt = cgru.optim.Adam(gru, lr=0.1); (o, h), back = gru.vjp(np.ones((4, 1, 2), "
             "np.float32)); before = gru.weight_hh_l0.copy(); opt.step(back(np.ones_like(o))); "
             "print(float(abs(gru.weight_hh_l0 - before).max()))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=HERE)
     assert result.returncode == 0, result.stderr
     assert np.isclose(float(result.stdout), 0.1, rtol=1e-3)
