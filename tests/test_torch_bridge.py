@@ -19,6 +19,10 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence  # noqa: E40
 # Tolerance relative to the largest value compared (outputs and gradients).
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Subprocesses import the cgru these tests import (installed, or built in place) and start in
+# tests/, where the uncompiled ./cgru of a checkout cannot shadow it.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(cgru.__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture(autouse=True)
@@ -73,9 +77,9 @@ def results_and_grads(module, make_inputs, weights):
 def test_import_cgru_does_not_import_torch():
     code = "import sys, cgru; cgru.GRU(2, 3)(__import__('numpy').zeros((1, 1, 2), 'f4')); " \
            "print('torch' in sys.modules)"
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, cwd=ROOT, check=True).stdout
+                         env=env, cwd=HERE, check=True).stdout
     assert out.strip() == "False"
 
 
@@ -484,7 +488,7 @@ def test_distributed_data_parallel_gradients_equal_single_process(tmp_path):
         port = s.getsockname()[1]
     script, out = tmp_path / "worker.py", tmp_path / "grads.pt"
     script.write_text(DDP_WORKER)
-    env = dict(os.environ, CGRU_ROOT=ROOT, OMP_NUM_THREADS="1")
+    env = dict(os.environ, CGRU_ROOT=PACKAGE_ROOT, OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, str(script), str(rank), str(port), str(out)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for rank in range(2)]
@@ -575,6 +579,6 @@ def test_readme_example_runs():
     code = text[text.index("## cgru inside PyTorch"):].split("```python\n", 1)[1]
     code = code.split("```", 1)[0]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT, timeout=120)
+                         env=dict(os.environ, PYTHONPATH=PACKAGE_ROOT), cwd=HERE, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("GRU True loss ")
