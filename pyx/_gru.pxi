@@ -16,7 +16,7 @@
 #                       per step, its tiles.
 #   _tile_step (nogil)  one step of one direction on one tile (rows x blocks of hidden units): the
 #                       products (register-blocked panels, or BLAS for large tiles), then the fused
-#                       gate pass (pyx/_inner.pxd).
+#                       gate pass (pyx/include/cgru_gates.h).
 #
 # Weights arrive pre-laid-out by cgru/_layout.py, once per parameter change, 64-byte aligned:
 #   * transposed, (K, 3H), so BLAS products are plain row-major NN GEMMs (OpenBLAS's transposed
@@ -113,7 +113,7 @@ cdef void _tile_product(int b0, int b1, int depth, const floating *h, long ldh,
     at K = 512) was re-read from L2 by each group of rows. single_chain: sum every row in the
     one order that does not depend on the rows around it, as the callers ask whenever the
     rows that must agree are spread over more than one register block or thread (see
-    cgru_panel_tile in _inner.pxd)."""
+    cgru_panel_tile in pyx/include/cgru_panels.h)."""
     cdef int kc, kn
     cdef int chunk = _K_CHUNK if floating is float else _K_CHUNK // 2
     kc = 0

@@ -3,7 +3,7 @@
 # over the packed rows of a forward pass that saved its gates (gru_layer(..., save=...)).
 #
 # Per direction, in reverse order of the forward's time, by blocks of steps:
-#   recurrence (per step, each thread on its own sequences, no barrier): the fused gate pass (pyx/_inner_backward.pxd) adds the output's gradient to
+#   recurrence (per step, each thread on its own sequences, no barrier): the fused gate pass (pyx/include/cgru_backward.h) adds the output's gradient to
 #       dL/dh(t) and turns it into the pre-activation gradients dG_i, dG_h of the block's rows and the direct part g * z of
 #       dL/dh(t-1); then dL/dh(t-1) += dG_h @ W_hh, from register-blocked panels of W_hh
 #       (few rows) or one BLAS GEMM (many). h(t-1) of each row is gathered beside dG_h.

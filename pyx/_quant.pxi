@@ -12,7 +12,7 @@
 #                        rows of x quantized like h against k-paired W_ih panels (pmaddwd
 #                        multiplies two k per instruction where an FMA does one).
 #   _quant_tile_product  per step and unit block, the product of the tile's rows of h(t-1) with
-#                        the W_hh panel read in its stored precision (pyx/_inner_quant.pxd):
+#                        the W_hh panel read in its stored precision (pyx/include/cgru_quant.h):
 #                        bfloat16 widened in registers, h in float32, float32 accumulation; int8
 #                        times h quantized per row (symmetric, max|h| / 127, by
 #                        _quantize_tile_rows once per step), exact int32 sums, then scaled to

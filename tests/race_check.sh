@@ -136,42 +136,20 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 
 
-cdef inline void gemm_nn(int m, int n, int k, const floating *a, int lda, const floating *b,
-                         int ldb, floating beta, floating *c, int ldc) noexcept nogil:
-    """C (m, n) = A (m, k) @ B (k, n) + beta * C."""
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                      const floating *a, int lda, const floating *b, int ldb,
+                      floating beta, floating *c, int ldc) noexcept nogil:
+    """C (m, n) = op(A) @ op(B) + beta * C: A (m, k), or (k, m) when trans_a; B (k, n), or
+    (n, k) when trans_b."""
     cdef int i, j, p
-    cdef floating s
+    cdef floating s, x, y
     for i in range(m):
         for j in range(n):
             s = 0
             for p in range(k):
-                s = s + a[<int64_t> i * lda + p] * b[<int64_t> p * ldb + j]
-            c[<int64_t> i * ldc + j] = s if beta == 0 else beta * c[<int64_t> i * ldc + j] + s
-
-
-cdef inline void gemm_nt(int m, int n, int k, const floating *a, int lda, const floating *b,
-                         int ldb, floating beta, floating *c, int ldc) noexcept nogil:
-    """C (m, n) = A (m, k) @ B.T + beta * C, where B is (n, k)."""
-    cdef int i, j, p
-    cdef floating s
-    for i in range(m):
-        for j in range(n):
-            s = 0
-            for p in range(k):
-                s = s + a[<int64_t> i * lda + p] * b[<int64_t> j * ldb + p]
-            c[<int64_t> i * ldc + j] = s if beta == 0 else beta * c[<int64_t> i * ldc + j] + s
-
-
-cdef inline void gemm_tn(int m, int n, int k, const floating *a, int lda, const floating *b,
-                         int ldb, floating beta, floating *c, int ldc) noexcept nogil:
-    """C (m, n) = A.T @ B (k, n) + beta * C, where A is (k, m)."""
-    cdef int i, j, p
-    cdef floating s
-    for i in range(m):
-        for j in range(n):
-            s = 0
-            for p in range(k):
-                s = s + a[<int64_t> p * lda + i] * b[<int64_t> p * ldb + j]
+                x = a[<int64_t> p * lda + i] if trans_a else a[<int64_t> i * lda + p]
+                y = b[<int64_t> j * ldb + p] if trans_b else b[<int64_t> p * ldb + j]
+                s = s + x * y
             c[<int64_t> i * ldc + j] = s if beta == 0 else beta * c[<int64_t> i * ldc + j] + s
 EOF
     say "BLAS: plain loops (instrumented) in place of OpenBLAS"

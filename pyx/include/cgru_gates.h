@@ -37,20 +37,20 @@ cgru_gates16_##T##_##P##_##SAVE(const T *gi, long ld_gi, int si, const T *gh, lo
         V r[P], z[P], n[P];                                                               \
         CGRU_UNROLL for (int p = 0; p < P; p++) {                                         \
             const T *x = gi + p * ld_gi + c, *y = gh + p * ld_gh + c;                     \
-            r[p] = cgru_recip_##T(one + cgru_exp_##T(-(*(const V *)x + b_r               \
-                                                       + *(const V *)y)));                \
+            r[p] = cgru_recip_##T(cgru_exp1p_##T(-(*(const V *)x + b_r                    \
+                                                  + *(const V *)y)));                     \
         }                                                                                 \
         CGRU_UNROLL for (int p = 0; p < P; p++) {                                         \
             const T *x = gi + p * ld_gi + si + c, *y = gh + p * ld_gh + sh + c;           \
-            z[p] = cgru_recip_##T(one + cgru_exp_##T(-(*(const V *)x + b_z               \
-                                                       + *(const V *)y)));                \
+            z[p] = cgru_recip_##T(cgru_exp1p_##T(-(*(const V *)x + b_z                    \
+                                                  + *(const V *)y)));                     \
         }                                                                                 \
         CGRU_UNROLL for (int p = 0; p < P; p++) {                                         \
             const T *x = gi + p * ld_gi + 2 * si + c, *y = gh + p * ld_gh + 2 * sh + c;   \
             V hn = *(const V *)y + b_hn;                                                  \
             V a = CGRU_FMA(T, r[p], hn, *(const V *)x + b_n);                             \
             /* n = tanh(a) = 2 / (1 + exp(-2a)) - 1 */                                    \
-            n[p] = CGRU_FMA1(T, 2, cgru_recip_##T(one + cgru_exp_##T(-2 * a)), -one);      \
+            n[p] = CGRU_FMA1(T, 2, cgru_recip_##T(cgru_exp1p_##T(-2 * a)), -one);         \
             if (SAVE) {   /* what the backward pass needs: r | z | n | W_hn h + b_hn */   \
                 T *to = save + p * ld_save + c;                                           \
                 *(V *)to = r[p];                                                          \
