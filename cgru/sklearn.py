@@ -209,7 +209,7 @@ class _GRUModel(BaseEstimator):
         for k in range(d):
             grad_h_n[len(h_n) - d + k] = d_features[:, k * self.hidden_size:
                                                     (k + 1) * self.hidden_size]
-        grads = backward(None, grad_h_n)
+        grads = backward(None, grad_h_n, input_grad=False)   # the input is data
         if self.alpha:
             # MLPClassifier's penalty: 0.5 * alpha * ||W||^2 / n over every weight matrix
             weights = [(grads, name, value) for name, value in gru.named_parameters()

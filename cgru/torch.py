@@ -28,7 +28,7 @@ Design:
       *parameters in ``_flat_weights_names`` order); cgru's backward dict holds "input", "hx"
       and every parameter by that same name. A gradient autograd does not need is returned as
       None, and the first layer's input gradient is not computed at all when the input needs
-      none (backward's ``input_grad=False`` where cgru has it).
+      none (backward's ``input_grad=False``).
     * Threads: cgru runs ``torch.get_num_threads()`` threads, so ``torch.set_num_threads``
       governs both, unless cgru's own count was set to something other than its default
       (``cgru.set_num_threads(n)`` or a ``with cgru.use_threads(n):`` block): then cgru's wins.
@@ -42,7 +42,6 @@ Design:
       seeded from torch's global generator when the module first runs with dropout, so
       ``torch.manual_seed`` makes them reproducible; they are not torch's masks.
 """
-import inspect
 import itertools
 import os
 import threading
@@ -108,26 +107,9 @@ def _plain(tensor):
                               and tensor.layout is torch.strided)
 
 
-_INPUT_GRAD_ACCEPTED = {}
-
-
 def _run_backward(backward, grads, input_grad):
-    """backward(*grads, input_grad=...) where cgru's backward has that keyword; else the full
-    backward with the "input" entry dropped when it is not wanted."""
-    key = getattr(backward, "__code__", None) or type(backward)
-    accepted = _INPUT_GRAD_ACCEPTED.get(key)
-    if accepted is None:
-        try:
-            accepted = "input_grad" in inspect.signature(backward).parameters
-        except (TypeError, ValueError):
-            accepted = False
-        _INPUT_GRAD_ACCEPTED[key] = accepted
-    if accepted:
-        return backward(*grads, input_grad=input_grad)
-    result = backward(*grads)
-    if not input_grad:
-        result.pop("input", None)
-    return result
+    """cgru's backward on the upstream gradients; the input's gradient only when wanted."""
+    return backward(*grads, input_grad=input_grad)
 
 
 # -- the engine: a cgru module kept in step with the torch Parameters ----------------------------

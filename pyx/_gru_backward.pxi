@@ -75,7 +75,8 @@ cdef void _back_block_gemms(const BackShape *shape, int team, int team_size, int
                             floating *dw_hh__h3h, floating *db_i__3h,
                             floating *db_h__3h) noexcept nogil:
     """This thread's share of one block's weight gradients (a slice of the gate columns) and
-    input gradients (a slice of the rows). Accumulates into dw_*, db_*; writes dx."""
+    input gradients (a slice of the rows). Accumulates into dw_*, db_*; writes dx unless it is
+    NULL."""
     cdef int hidden = shape.hidden
     cdef int g3 = 3 * hidden
     cdef int i = shape.input_size
@@ -98,6 +99,8 @@ cdef void _back_block_gemms(const BackShape *shape, int team, int team_size, int
             for c in range(c0, c1):
                 db_i__3h[c] += dgi_row[c]
                 db_h__3h[c] += dgh_row[c]
+    if dx__qi == NULL:      # the caller asked for no input gradient
+        return
     _split(<int> rows, team_size, team, &r0, &r1)
     if r1 > r0:
         gemm(False, True, r1 - r0, i, g3, dgi__q3h + <int64_t> r0 * g3, g3, w_ih__i3h, g3, 0.0,
@@ -186,7 +189,8 @@ cdef void _back_direction(const BackShape *shape, int d, int team, int team_size
         _back_block_gemms(shape, team, team_size, block_stop - block_start,
                           x__ri + block_start * i, hp__qh, dgi__q3h, dgh__q3h,
                           w_ih__di3h + <int64_t> d * i * g3,
-                          dx__dri + (<int64_t> d * n_rows + block_start) * i,
+                          NULL if dx__dri == NULL
+                          else dx__dri + (<int64_t> d * n_rows + block_start) * i,
                           dw_ih__di3h + <int64_t> d * i * g3,
                           dw_hh__dh3h + <int64_t> d * hidden * g3,
                           db_i__d3h + <int64_t> d * g3, db_h__d3h + <int64_t> d * g3)
@@ -282,7 +286,7 @@ def gru_layer_backward(const floating[:, ::1] x,
                        const floating[:, :, ::1] save,
                        const floating[:, ::1] grad_out,
                        floating[:, :, ::1] dh,
-                       floating[:, :, ::1] grad_x,
+                       floating[:, :, ::1] grad_x,     # None: no input gradient
                        floating[:, :, ::1] grad_w_ih,
                        floating[:, :, ::1] grad_w_hh,
                        floating[:, ::1] grad_b_ih,
@@ -304,17 +308,19 @@ def gru_layer_backward(const floating[:, ::1] x,
         save        (D, R, 4H)     the gates the forward saved (gru_layer(..., save=save))
         grad_out    (R, D*H)       dL/d out
         dh          (D, N, H)      in: dL/dh_n; out: dL/dh_0
-        grad_x      (D, R, I)      written: each direction's share of dL/dx
+        grad_x      (D, R, I)      written: each direction's share of dL/dx; None skips
+                                   its GEMM (the first layer, when the input needs none)
         grad_w_ih   (D, I, 3H)     accumulated: dL/dW_ih, transposed like weights.w_ih
         grad_w_hh   (D, H, 3H)     accumulated: dL/dW_hh, likewise
         grad_b_ih   (D, 3H)        accumulated: dL/d(input-side biases)
         grad_b_hh   (D, 3H)        accumulated: dL/d(recurrent biases)
     The blocks of steps_per_block steps bound the workspace (about 7H values per row of a
     block); recurrent products of at most panel_max_rows rows use the panels, larger ones BLAS.
-    Shapes are not checked here: cgru/_run.py passes what the forward pass used.
+    Shapes are not checked here: cgru/_engine/stack.py passes what the forward pass used.
     """
     cdef BackShape shape
     cdef int status
+    cdef floating *dx = NULL if grad_x is None else &grad_x[0, 0, 0]
     if weights.is_double != (sizeof(floating) == sizeof(double)):
         raise TypeError("gru_layer_backward: weights and input differ in dtype")
     shape.n_steps = batch_sizes.shape[0]
@@ -331,7 +337,7 @@ def gru_layer_backward(const floating[:, ::1] x,
                                      &save[0, 0, 0], &grad_out[0, 0], &h0[0, 0, 0],
                                      <const floating *> weights.w_ih,
                                      <const floating *> weights.w_hh, &back_panels[0, 0, 0, 0],
-                                     &dh[0, 0, 0], &grad_x[0, 0, 0], &grad_w_ih[0, 0, 0],
+                                     &dh[0, 0, 0], dx, &grad_w_ih[0, 0, 0],
                                      &grad_w_hh[0, 0, 0], &grad_b_ih[0, 0], &grad_b_hh[0, 0])
     if status != 0:
         raise MemoryError("cgru: could not allocate the GRU backward workspace")

@@ -3,16 +3,18 @@
 A training step is forward + backward (+ an Adam step) on the cases of the inference benchmark
 (cgru.bench), from the same weights. The loss is a fixed linear function of the outputs,
 sum(output * G) + sum(h_n * G_h) with fixed random G and G_h: PyTorch computes it and calls
-loss.backward() (after zero_grad); cgru calls backward(G, G_h). PyTorch's input does not
-require grad (the common training case); cgru's backward always computes the input's gradient
-too (its API returns it). Packed cases pack inside the timed step for both.
+loss.backward() (after zero_grad); cgru calls backward(G, G_h, input_grad=False). PyTorch's
+input does not require grad (the common training case: the input is data), and cgru's step
+does not ask for the input's gradient either. Packed cases pack inside the timed step for
+both.
 
 Before timing, every gradient is checked against PyTorch's autograd (this check alone gives
 PyTorch's input and hx requires_grad). Timing follows cgru/bench.py: implementations
 interleaved, their order rotating from sample to sample, an untimed run as long as the sample
 before each, medians; calls longer than LONG_CALL skip the untimed run and get fewer samples.
 The backward alone (one tape, backward called again and again) gives the share of the GEMM
-limit: 2 x the forward's FLOPs over the sgemm rate measured at the start at the same thread
+limit: its FLOPs (backward_flops: 2 x the forward's, less the first layer's input-gradient
+product it skips) over the sgemm rate measured at the start and at the end at the same thread
 count. Peak memory is measured in a fresh process per implementation and case: the module
 harness/memory_child.py, run with `python -m` (see measure_memory).
 """
@@ -75,7 +77,7 @@ def cgru_step(gru, case, x, h0, grad_out, grad_h, optimizer=None):
         inp = x if case.lengths is None else \
             pack_padded_sequence(x, case.lengths, enforce_sorted=False)
         _, backward = gru.vjp(inp, h0)
-        grads = backward(grad_out, grad_h)
+        grads = backward(grad_out, grad_h, input_grad=False)
         if optimizer is not None:
             optimizer.step(grads)
         return grads
@@ -87,7 +89,7 @@ def cgru_backward_only(gru, case, x, h0, grad_out, grad_h):
     inp = x if case.lengths is None else \
         pack_padded_sequence(x, case.lengths, enforce_sorted=False)
     _, backward = gru.vjp(inp, h0)
-    return lambda: backward(grad_out, grad_h)
+    return lambda: backward(grad_out, grad_h, input_grad=False)
 
 
 def torch_step(module, case, x, h0, grad_out, grad_h, threads, optimizer=None,
@@ -247,6 +249,14 @@ def measure_memory(impl, case, threads, optimizer=True):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def backward_flops(case):
+    """The FLOPs of backward(..., input_grad=False): per layer and direction four products of
+    the forward's size (dW_ih, dW_hh, dx, dh(t-1)), less the first layer's dx."""
+    rows = int(case.lengths.sum()) if case.lengths is not None else case.seq_len * case.batch
+    skipped = 2 * rows * case.directions * 3 * case.hidden_size * case.input_size
+    return 2 * case.flops() - skipped
+
+
 def tape_mb(case):
     """What cgru's backward keeps, by README's formula: per layer (I_k + 5*D*H) values per row."""
     rows = int(case.lengths.sum()) if case.lengths is not None else case.seq_len * case.batch
@@ -263,10 +273,12 @@ Training step = forward + backward (+ Adam step, lr {lr}) from the same weights;
 sum(output * G) + sum(h_n * G_h) with fixed random G, G_h. cgru: (pack_padded_sequence,) vjp,
 backward(G, G_h) (, cgru.optim.Adam.step). PyTorch: zero_grad, (pack_padded_sequence,
 enforce_sorted=False,) forward, loss.backward() (, torch.optim.Adam.step); its input does not
-require grad, while cgru's backward always computes the input's (and hx's) gradient too.
+require grad, and cgru's backward is called with input_grad=False (it still returns hx's
+gradient).
 Speed-up: PyTorch's time over cgru's (fwd+bwd over fwd+bwd, + Adam over + Adam). "cgru
 backward": backward alone, called again on one tape; % GEMM limit: its FLOPs (2 x the
-forward's 6*H*(I+H)*rows per layer and direction) over the sgemm rate above. Peak RSS growth:
+forward's 6*H*(I+H)*rows per layer and direction, less the 6*H*I*rows of the first layer's
+input gradient, not computed) over the sgemm rate above. Peak RSS growth:
 in a fresh process per implementation and case, the peak resident set during one step (with
 Adam when on) minus the resident set just before it, after imports, weights, inputs, upstream
 gradients, optimizer and a warm-up step on 2 timesteps (Linux VmHWM, reset before the step;
@@ -389,7 +401,8 @@ def main(argv=None):
                       for impl in ("cgru", "PyTorch")}
             all_rows.append(dict(case=name, threads=threads, times=times, samples=rounds,
                                  max_rel_error=error, worst_gradient=worst, memory=memory,
-                                 backward_flops=2 * case.flops(), tape_mb=tape_mb(case)))
+                                 backward_flops=backward_flops(case),
+                                 tape_mb=tape_mb(case)))
             print(f"{name}, {threads} thread(s): done", file=sys.stderr, flush=True)
     last_rates = {threads: gemm_rate(np.float32, threads) for threads in threads_list}
     rates = {t: max(first_rates[t], last_rates[t]) for t in threads_list}

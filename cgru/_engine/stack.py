@@ -133,7 +133,8 @@ class LayerStack:
                 record = tape[layer]
                 inputs = record.x.shape[1]
                 dh = np.array(grad_h_n[layer * d:(layer + 1) * d], dtype=self.dtype, order="C")
-                grad_x = recycled_empty((d, rows, inputs), self.dtype)
+                wants_grad_x = layer > 0 or input_grad
+                grad_x = recycled_empty((d, rows, inputs), self.dtype) if wants_grad_x else None
                 grads = (np.zeros((d, inputs, 3 * h), dtype=self.dtype),
                          np.zeros((d, h, 3 * h), dtype=self.dtype),
                          np.zeros((d, 3 * h), dtype=self.dtype),
@@ -143,7 +144,7 @@ class LayerStack:
                              plan.n_threads, plan.steps_per_block, plan.panel_max_rows)
                 grad_h0[layer * d:(layer + 1) * d] = dh
                 layer_grads[layer] = grads
-                if layer == 0 and not input_grad:
+                if not wants_grad_x:
                     grad_rows = None
                     break
                 grad_rows = grad_x[0] if d == 1 else np.add(grad_x[0], grad_x[1])
