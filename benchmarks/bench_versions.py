@@ -17,17 +17,11 @@ import sys
 
 import numpy as np
 
-CASES = {   # cgru.bench.CASES (S8's lengths drawn as bench_gru draws them)
-    "S1": dict(seq_len=1, batch=1, input_size=64, hidden_size=128),
-    "S2": dict(seq_len=200, batch=1, input_size=64, hidden_size=128),
-    "S3": dict(seq_len=100, batch=8, input_size=40, hidden_size=256),
-    "S4": dict(seq_len=100, batch=32, input_size=64, hidden_size=128),
-    "S5": dict(seq_len=100, batch=64, input_size=256, hidden_size=256, num_layers=2,
-               bidirectional=True),
-    "S6": dict(seq_len=50, batch=256, input_size=512, hidden_size=512),
-    "S7": dict(seq_len=100, batch=16, input_size=64, hidden_size=128, dtype="float64"),
-    "S8": dict(seq_len=200, batch=64, input_size=64, hidden_size=128, packed=True),
-}
+from cgru.bench import CASES as BENCH_CASES
+
+# the grid's cases as the children take them (JSON: the dtype by name)
+CASES = {name: {**spec, "dtype": np.dtype(spec["dtype"]).name} if "dtype" in spec else spec
+         for name, spec in BENCH_CASES.items()}
 
 CHILD = r"""
 import json, sys, time

@@ -119,6 +119,7 @@ def _load_array(path, what):
 
 def _checked_inputs(args, model):
     from ._engine import resolve_threads
+    from ._nn.checks import check_lengths
     x = _load_array(args.input, "input")
     if x.dtype.kind not in "biuf":
         raise CommandError(f"input {args.input} has dtype {x.dtype}; expected numbers")
@@ -133,13 +134,11 @@ def _checked_inputs(args, model):
         raise CommandError(f"input {args.input} has shape {x.shape}: nothing to run")
     lengths = None
     if args.lengths:
-        lengths = np.asarray(_load_array(args.lengths, "lengths"))
-        if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or len(lengths) != batch:
-            raise CommandError(f"lengths {args.lengths}: expected {batch} integers (one per "
-                               f"sequence), got dtype {lengths.dtype}, shape {lengths.shape}")
-        if lengths.min() < 1 or lengths.max() > seq_len:
-            raise CommandError(f"lengths {args.lengths}: values must be in 1..{seq_len}, got "
-                               f"{lengths.min()}..{lengths.max()}")
+        try:
+            lengths = check_lengths(_load_array(args.lengths, "lengths"), batch, seq_len,
+                                    f"lengths {args.lengths}")
+        except ValueError as error:
+            raise CommandError(str(error)) from None
     if args.batch_size is not None and args.batch_size < 1:
         raise CommandError(f"--batch-size must be positive, got {args.batch_size}")
     if args.threads is not None:

@@ -11,11 +11,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._nn.checks import check_in_place_array
+
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
 # Keys of a backward dict that are not parameter gradients.
 SKIPPED_KEYS = ("input", "hx")
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
@@ -85,16 +86,8 @@ def _gradient_arrays(grads, caller):
         for name, array in given.items():
             if name in SKIPPED_KEYS or array is None:
                 continue
-            where = f"{caller}: grads[{position}][{name!r}]"
-            if not isinstance(array, np.ndarray):
-                raise TypeError(f"{where} must be a NumPy array (it is scaled in place), got "
-                                f"{type(array).__name__}")
-            if array.dtype not in _DTYPES:
-                raise TypeError(f"{where} must be a float32 or float64 array, got dtype "
-                                f"{array.dtype}")
-            if not array.flags.writeable:
-                raise ValueError(f"{where} is read-only; it is scaled in place")
-            arrays.append(array)
+            arrays.append(check_in_place_array(array, f"{caller}: grads[{position}][{name!r}]",
+                                               "scaled in place"))
     return arrays
 
 

@@ -19,6 +19,7 @@ import threading
 import numpy as np
 
 from ._engine import dask_worker_threads, get_num_threads, resolve_threads, use_threads
+from ._nn.checks import check_lengths
 from ._nn.inputs import check_sequence_sizes
 from .gru import GRU
 from .packing import pack_padded_sequence, pad_packed_sequence
@@ -139,13 +140,7 @@ def forward(gru, input, hx=None, lengths=None, *, threads=None):
     length_blocks = [None] * len(row_chunks)
     if lengths is not None:
         if isinstance(lengths, np.ndarray) or not isinstance(lengths, da.Array):
-            lengths = np.asarray(lengths)
-            if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or len(lengths) != batch:
-                raise ValueError(f"lengths: expected {batch} integers (one per sequence), got "
-                                 f"dtype {lengths.dtype}, shape {lengths.shape}")
-            if lengths.min() < 1 or lengths.max() > seq_len:
-                raise ValueError(f"lengths: values must be in 1..{seq_len}, got "
-                                 f"{lengths.min()}..{lengths.max()}")
+            lengths = check_lengths(lengths, batch, seq_len)
         elif lengths.shape != (batch,) or lengths.dtype.kind not in "iu":
             raise ValueError(f"lengths: expected {batch} integers (one per sequence), got "
                              f"dtype {lengths.dtype}, shape {lengths.shape}")

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._nn.checks import to_numpy
+from ._nn.checks import check_in_place_array, numeric_array, to_numpy
 from ._nn.parameters import ParameterModule, StateDict, assign_parameters
 
 __all__ = ["SGD", "Adam", "AdamW"]
@@ -39,7 +39,6 @@ BACKWARD_EXTRA_KEYS = ("input", "hx")
 # Hyperparameters of torch.optim's param_groups that do not change the arithmetic here;
 # a torch state_dict carrying them still loads.
 _TORCH_ONLY_GROUP_KEYS = ("foreach", "differentiable", "fused", "capturable")
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # One parameter in the flat order: its entry's position in params, its name, shape, dtype.
 _Slot = namedtuple("_Slot", ["entry", "name", "shape", "dtype"])
@@ -62,7 +61,12 @@ def _hyperparameter(name):
 class _Optimizer:
     """What SGD, Adam and AdamW share: parameters, gradient checks, the atomic step, state."""
 
-    _HYPERPARAMETERS = ()      # names, in the order of the constructor
+    _HYPERPARAMETERS = ()      # names, in the order of the constructor; each a property
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in cls._HYPERPARAMETERS:
+            setattr(cls, name, _hyperparameter(name))
     _STATE_KEYS = ()           # every buffer a parameter's state may hold
     _decoupled = None          # AdamW's weight decay; None where the notion does not apply
     _run_layout = None         # built by _runs on first use (also after unpickling)
@@ -329,13 +333,6 @@ class SGD(_Optimizer):
     _HYPERPARAMETERS = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
     _STATE_KEYS = ("momentum_buffer",)
 
-    lr = _hyperparameter("lr")
-    momentum = _hyperparameter("momentum")
-    dampening = _hyperparameter("dampening")
-    weight_decay = _hyperparameter("weight_decay")
-    nesterov = _hyperparameter("nesterov")
-    maximize = _hyperparameter("maximize")
-
     def __init__(self, params, lr, momentum=0, dampening=0, weight_decay=0, nesterov=False,
                  maximize=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
@@ -396,13 +393,6 @@ class Adam(_Optimizer):
     _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
     _STATE_KEYS = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _decoupled = False
-
-    lr = _hyperparameter("lr")
-    betas = _hyperparameter("betas")
-    eps = _hyperparameter("eps")
-    weight_decay = _hyperparameter("weight_decay")
-    amsgrad = _hyperparameter("amsgrad")
-    maximize = _hyperparameter("maximize")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, maximize=False):
@@ -513,16 +503,9 @@ def _check_array_dict(position, mapping):
         if not isinstance(name, str):
             raise TypeError(f"params[{position}]: parameter names must be strings, got "
                             f"{type(name).__name__}")
-        if not isinstance(array, np.ndarray):
-            raise TypeError(f"{where} must be a NumPy array (it is updated in place), got "
-                            f"{type(array).__name__}")
-        if array.dtype not in _DTYPES:
-            raise TypeError(f"{where} must be a float32 or float64 array, got dtype "
-                            f"{array.dtype}")
-        if not array.flags.writeable:
-            raise ValueError(f"{where} is read-only; it is updated in place, so it must be "
-                             "writable (a module's parameters are read-only: to train a "
-                             "module, pass the module itself)")
+        check_in_place_array(array, where, "updated in place",
+                             ", so it must be writable (a module's parameters are read-only: "
+                             "to train a module, pass the module itself)")
     return dict(mapping)
 
 
@@ -572,14 +555,7 @@ def _check_gradient_keys(position, entry, given):
 
 def _as_gradient(value, slot, label):
     """The gradient as an array of the parameter's dtype and shape."""
-    try:
-        array = to_numpy(value)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"step: the gradient for {label} must be numeric array data; could "
-                        f"not convert {type(value).__name__}: {error}") from None
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"step: the gradient for {label} must be a real numeric array, got "
-                        f"{type(value).__name__} of dtype {array.dtype}")
+    array = numeric_array(value, f"step: the gradient for {label}")
     if array.shape != slot.shape:
         raise ValueError(f"step: the gradient for {label} must have shape {slot.shape}, got "
                          f"{array.shape}")

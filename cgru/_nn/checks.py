@@ -58,6 +58,33 @@ def to_numpy(value):
     return np.asarray(value)
 
 
+def numeric_array(value, name):
+    """A NumPy view of real numeric array data (torch tensors included); TypeError naming
+    `name` for anything else."""
+    try:
+        array = to_numpy(value)
+    except (ValueError, TypeError) as error:
+        raise TypeError(f"{name} must be a numeric array; could not convert "
+                        f"{type(value).__name__}: {error}") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, got an array of dtype {array.dtype}")
+    return array
+
+
+def check_in_place_array(array, where, purpose, read_only_hint=""):
+    """A writable float32/float64 NumPy array that an optimizer or a clip changes in place
+    (`purpose`: "updated in place", "scaled in place"); TypeError or ValueError naming
+    `where` otherwise."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{where} must be a NumPy array (it is {purpose}), got "
+                        f"{type(array).__name__}")
+    if array.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{where} must be a float32 or float64 array, got dtype {array.dtype}")
+    if not array.flags.writeable:
+        raise ValueError(f"{where} is read-only; it is {purpose}{read_only_hint}")
+    return array
+
+
 def as_float_array(value, name, dtype):
     """`value` as an array of `dtype`, always a new C-contiguous array the caller cannot see.
 
@@ -69,13 +96,20 @@ def as_float_array(value, name, dtype):
         return np.array(value, dtype=dtype, order="C", copy=True)
     if value is None or isinstance(value, (str, bytes, dict, numbers.Number, np.generic)):
         raise TypeError(f"{name} must be an array, got {type(value).__name__}")
-    try:
-        array = to_numpy(value)
-    except (ValueError, TypeError) as error:
-        raise TypeError(f"{name} must be a numeric array; could not convert "
-                        f"{type(value).__name__}: {error}") from None
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real numeric array, got an array of dtype {array.dtype}")
+    array = numeric_array(value, name)
     if array.ndim == 0:
         raise TypeError(f"{name} must be an array, got a 0-d array (scalar)")
     return np.array(array, dtype=dtype, order="C", copy=True)
+
+
+def check_lengths(lengths, batch, seq_len, name="lengths"):
+    """`lengths` as a NumPy array of `batch` integers in 1..seq_len (one per sequence);
+    ValueError naming `name` otherwise."""
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or len(lengths) != batch:
+        raise ValueError(f"{name}: expected {batch} integers (one per sequence), got dtype "
+                         f"{lengths.dtype}, shape {lengths.shape}")
+    if lengths.min() < 1 or lengths.max() > seq_len:
+        raise ValueError(f"{name}: values must be in 1..{seq_len}, got "
+                         f"{lengths.min()}..{lengths.max()}")
+    return lengths
