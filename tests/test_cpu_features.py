@@ -1,5 +1,6 @@
 """CPU feature detection (pyx/include/cgru_cpu.h, pyx/_cpu.pyx, cgru/_engine/isa.py) against
-Linux's /proc/cpuinfo and the kernel builds it allows."""
+Linux's /proc/cpuinfo, the kernel builds it allows, and what `show_config` and `cgru info` say
+about the reduced-precision kernels."""
 import os
 import platform
 import shutil
@@ -8,6 +9,7 @@ import sys
 
 import pytest
 
+import cgru
 from cgru import _cpu, _engine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -95,6 +97,64 @@ def test_cpu_model():
     assert isinstance(model, str) and model and model == model.strip()
     if X86:
         assert _cpu.brand()
+
+
+def test_reduced_precision_kernels_name_this_build():
+    build = _engine.kernel.__name__.rsplit("_", 1)[-1]
+    kernels = _engine.reduced_precision_kernels()
+    assert list(kernels) == ["bfloat16", "int8"]
+    assert kernels["bfloat16"]["kernel"] == "widen-to-float32"
+    assert kernels["int8"]["kernel"] == "pmaddwd"
+    register = {"avx512": "zmm", "avx2": "ymm", "baseline": "xmm" if X86 else "C"}[build]
+    for precision, described in kernels.items():
+        assert register in described["recurrent"], (precision, described)
+        assert set(described) == {"kernel", "recurrent", "inputs", "unused"}
+    assert "float32 sgemm" in kernels["bfloat16"]["inputs"]
+    # a CPU's native instructions are named as unused: no kernel of this version uses them
+    native = {"bfloat16": {"avx512_bf16", "amx_bf16"},
+              "int8": {"avx512_vnni", "avx_vnni", "amx_int8"}}
+    every = dict.fromkeys(NAMES, True)
+    for precision, described in _engine.reduced_precision_kernels(every).items():
+        assert set(described["unused"]) == native[precision]
+    features = _engine.cpu_features()
+    for precision, described in kernels.items():
+        assert described["unused"] == [n for n in described["unused"] if features[n]]
+
+
+def test_int8_input_projection_is_described_by_the_policy(monkeypatch):
+    monkeypatch.setattr(_engine.policy, "INT8_INPUT_PRODUCTS", True)
+    assert "int8 products" in _engine.reduced_precision_kernels()["int8"]["inputs"]
+    monkeypatch.setattr(_engine.policy, "INT8_INPUT_PRODUCTS", False)
+    assert "float32 sgemm" in _engine.reduced_precision_kernels()["int8"]["inputs"]
+
+
+def test_config_and_show_config_list_the_features(capsys):
+    info = _engine.config()
+    assert info["cpu_features"] == _engine.cpu_features()
+    assert info["reduced_precision"] == _engine.reduced_precision_kernels()
+    assert info["cpu"] == _engine.cpu_model()
+    cgru.show_config()
+    text = capsys.readouterr().out
+    features_line = next(line for line in text.splitlines() if "features:" in line)
+    for name, present in info["cpu_features"].items():
+        assert name in features_line
+        if present:     # listed before "(not: ...)"
+            assert name in features_line.split("(not:")[0].split()
+    assert "bfloat16: widen-to-float32" in text and "int8:     pmaddwd" in text
+    assert text.count("input projections:") == 2
+
+
+@pytest.mark.parametrize("isa", _engine.available_isas())
+def test_cgru_isa_forces_the_build_the_reduced_precision_kernels_name(isa):
+    code = ("from cgru import _engine; k = _engine.reduced_precision_kernels(); "
+            "print(_engine.config()['kernel']); print(k['int8']['recurrent'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=dict(os.environ, CGRU_ISA=isa), cwd=HERE)
+    assert result.returncode == 0, result.stderr[-2000:]
+    kernel, int8 = result.stdout.splitlines()
+    assert kernel == isa
+    assert {"avx512": "zmm (AVX512BW)", "avx2": "ymm (AVX2)",
+            "baseline": "xmm (SSE2)" if X86 else "in C"}[isa] in int8
 
 
 # -- the header on its own: GCC and Clang, x86 and not --------------------------------------

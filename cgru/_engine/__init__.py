@@ -18,7 +18,8 @@ from .blas_threads import blas_controller, describe_blas, find_openblas
 from .config import config, show_config
 from .isa import available_isas, cpu_features, cpu_model, kernel
 from .quant_weights import (PRECISIONS, check_precision, dequantize, from_bfloat16,
-                            pack_quant_layer, quantize_int8_rows, to_bfloat16)
+                            pack_quant_layer, quantize_int8_rows, reduced_precision_kernels,
+                            to_bfloat16)
 from .recycle import recycled_empty
 from .stack import LayerStack, dense_batch_sizes, dropout_mask
 from .threads import (dask_worker_threads, get_num_threads, resolve_threads, set_num_threads,
@@ -30,6 +31,6 @@ __all__ = ["LayerStack", "PRECISIONS", "available_isas", "blas_controller", "che
            "find_openblas", "config", "cpu_features", "cpu_model", "dask_worker_threads",
            "dense_batch_sizes", "dequantize", "describe_blas", "dropout_mask", "from_bfloat16",
            "get_num_threads", "kernel", "pack_layer", "pack_quant_layer", "quantize_int8_rows",
-           "recycled_empty", "resolve_threads", "rows",
+           "recycled_empty", "reduced_precision_kernels", "resolve_threads", "rows",
            "set_num_threads", "show_config", "to_bfloat16", "unpack_layer_grads", "usable_cores",
            "use_threads", "worker_threads_context"]
