@@ -107,8 +107,9 @@ def test_reduced_precision_kernels_name_this_build():
     assert kernels["int8"]["kernel"] == "pmaddwd"
     register = {"avx512": "zmm", "avx2": "ymm", "baseline": "xmm" if X86 else "C"}[build]
     for precision, described in kernels.items():
-        assert register in described["recurrent"], (precision, described)
-        assert set(described) == {"kernel", "recurrent", "inputs", "unused"}
+        assert register in described["instructions"], (precision, described)
+        assert described["instructions"] in described["recurrent"]
+        assert set(described) == {"kernel", "instructions", "recurrent", "inputs", "unused"}
     assert "float32 sgemm" in kernels["bfloat16"]["inputs"]
     # a CPU's native instructions are named as unused: no kernel of this version uses them
     native = {"bfloat16": {"avx512_bf16", "amx_bf16"},

@@ -21,9 +21,10 @@ NATIVE_FEATURES = {"bfloat16": ("avx512_bf16", "amx_bf16"),
 
 def reduced_precision_kernels(features=None):
     """Which kernel runs for each precision in the build that runs and with this policy:
-    {precision: {"kernel": a short name, "recurrent": the recurrent product, "inputs": the input
-    projections, "unused": the CPU's features that would multiply this precision natively but
-    that no cgru kernel uses}}. features: cpu_features()' dict (default: asked here)."""
+    {precision: {"kernel": a short name, "instructions": what its products compile to in this
+    build, "recurrent": the recurrent product, "inputs": the input projections, "unused": the
+    CPU's features that would multiply this precision natively but that no cgru kernel uses}}.
+    features: cpu_features()' dict (default: asked here)."""
     features = cpu_features() if features is None else features
     products = kernel.QUANT_PRODUCTS
     bf16_rows = policy.QUANT_PANEL_MAX_ROWS["bfloat16"]
@@ -42,6 +43,7 @@ def reduced_precision_kernels(features=None):
                        if policy.INT8_INPUT_PRODUCTS else
                        "float32 sgemm on W_ih dequantized once per call (x not rounded)")}}
     for precision, described in kernels.items():
+        described["instructions"] = products[precision]
         described["unused"] = [name for name in NATIVE_FEATURES[precision]
                                if features.get(name)]
     return kernels
