@@ -46,6 +46,7 @@ class Runner:
     name: str
     run: callable = None
     skipped: str = ""
+    precision: str = ""     # what the peer says it computes in, where it says (OpenVINO)
 
 
 def make_inputs(case, seed=0):
@@ -135,19 +136,24 @@ def ort_runner(gru, case, x, h0, threads, onnx_path):
     return Runner("ONNX Runtime", lambda: tuple(session.run(None, feeds)))
 
 
-def openvino_runner(gru, case, x, h0, threads, onnx_path):
+def openvino_runner(gru, case, x, h0, threads, onnx_path, precision=None):
+    """OpenVINO on the case's ONNX model. precision: its INFERENCE_PRECISION_HINT ("bf16":
+    its reduced-precision path, run where the CPU has bfloat16 instructions, else float32);
+    default the case's dtype. The Runner's precision is what the compiled model reports."""
     try:
         import openvino as ov
     except ImportError:
         return Runner("OpenVINO", skipped="openvino not installed")
     if onnx_path is None:
         return Runner("OpenVINO", skipped="onnx not installed")
+    hint = precision or ("f32" if case.dtype == np.float32 else "f64")
     try:
         core = ov.Core()
         compiled = core.compile_model(core.read_model(onnx_path), "CPU", {
             "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32" if case.dtype == np.float32 else "f64"})
+            "INFERENCE_PRECISION_HINT": hint})
         request = compiled.create_infer_request()
+        ran = compiled.get_property("INFERENCE_PRECISION_HINT")
     except Exception as error:
         return Runner("OpenVINO", skipped=type(error).__name__)
     feeds = _feeds(case, x, h0)
@@ -155,7 +161,9 @@ def openvino_runner(gru, case, x, h0, threads, onnx_path):
     def run():
         result = request.infer(feeds)
         return tuple(np.asarray(result[out]) for out in compiled.outputs)
-    return Runner("OpenVINO", run)
+    # (an element type, <Type: 'float32'>, whose short name is f32 or bf16)
+    ran = ran.get_type_name() if hasattr(ran, "get_type_name") else str(ran)
+    return Runner("OpenVINO", run, precision=ran)
 
 
 def numpy_runner(gru, case, x, h0):

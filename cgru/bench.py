@@ -22,13 +22,15 @@ import numpy as np
 
 from ._bench_peers import (Case, Runner, cgru_runner, make_inputs, numpy_runner, onnx_file,
                            openvino_runner, ort_runner, torch_runner)
-from ._engine import blas_controller, use_threads
+from ._engine import (blas_controller, cpu_features, cpu_model, kernel,
+                      reduced_precision_kernels, use_threads)
 from .gru import GRU
 
 __all__ = ["CASES", "SHORT_GRID", "PEERS", "TOLERANCE", "Case", "Runner", "make_case",
-           "make_inputs", "cgru_runner", "torch_runner", "ort_runner", "openvino_runner",
-           "numpy_runner", "describe_case", "gemm_rate", "time_once", "max_error", "format_time",
-           "run_case", "report", "plot", "main"]
+           "make_inputs", "cgru_runner", "onnx_file", "torch_runner", "ort_runner",
+           "openvino_runner",
+           "numpy_runner", "describe_case", "describe_cpu", "gemm_rate", "time_once",
+           "max_error", "format_time", "run_case", "report", "plot", "main"]
 
 CASES = {
     "S1": dict(seq_len=1, batch=1, input_size=64, hidden_size=128),
@@ -215,6 +217,21 @@ def describe_case(name):
     if spec.get("packed"):
         words.append("packed")
     return f"{name}  {', '.join(words)}"
+
+
+def describe_cpu():
+    """Two lines for a benchmark's report: the CPU's model and the features that decide which
+    kernels run (cgru's detection: CPUID, and the OS's register state), then the kernels cgru
+    runs on it for float32, bfloat16 and int8."""
+    features = cpu_features()
+    has = " ".join(name for name, present in features.items() if present) or "none"
+    lacks = " ".join(name for name, present in features.items() if not present) or "none"
+    quant = reduced_precision_kernels(features)
+    build = kernel.__name__.rsplit("_", 1)[-1]
+    return (f"CPU: {cpu_model()}; has {has}; lacks {lacks}\n"
+            f"cgru's kernels: float32 the {build} build; "
+            + "; ".join(f"{precision} {described['kernel']} ({described['instructions']})"
+                        for precision, described in quant.items()))
 
 
 def main(argv=None, default_cases=None, prog=None):

@@ -2,6 +2,8 @@
 
 cdef extern from "cgru_quant.h":
     int CGRU_QI_ROWS
+    const char *CGRU_BF16_PRODUCT      # what the products compile to in this build (cgru info)
+    const char *CGRU_QI_PRODUCT
     void cgru_bf16_panel_product(int rows, int K, const float *h, long ldh,
                                  const unsigned int *panel, float *acc,
                                  int accumulate) noexcept nogil

@@ -22,10 +22,14 @@
 
 from libc.stdint cimport int8_t, int16_t, uint16_t, uint32_t
 
-from _inner_quant cimport (CGRU_QI_ROWS, cgru_bf16_panel_product, cgru_dequantize_acc,
-                           cgru_int8_panel_product, cgru_quantize_rows)
+from _inner_quant cimport (CGRU_BF16_PRODUCT, CGRU_QI_PRODUCT, CGRU_QI_ROWS,
+                           cgru_bf16_panel_product, cgru_dequantize_acc, cgru_int8_panel_product,
+                           cgru_quantize_rows)
 
 QUANT_ROWS_INT8 = CGRU_QI_ROWS      # rows of the int8 register block (cgru/quantized.py)
+# The instructions the recurrent products compile to in this build (cgru/_engine/isa.py)
+QUANT_PRODUCTS = {"bfloat16": CGRU_BF16_PRODUCT.decode("ascii"),
+                  "int8": CGRU_QI_PRODUCT.decode("ascii")}
 
 cdef enum:
     _Q_CHUNK = 256      # k of a panel chunk kept in L1: bf16 256 x 48 x 2 B, int8 256 x 48 B

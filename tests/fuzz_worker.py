@@ -21,7 +21,9 @@ order and class) and are built here, just before the call. For every case the wo
   array class, the right shapes) gives a result, and a result is right: shapes, dtypes,
   C-contiguous new arrays, finite where the inputs were, and equal to an independent NumPy
   reference (``reference.py``'s GRU, a pure-NumPy packing, the optimizers' formulas, the
-  Python API for the command line), or, for gradients, to the same call on clean copies;
+  Python API for the command line), or, for gradients, to the same call on clean copies; a
+  QuantizedGRU's or QuantizedGRUCell's result within its contract's bound of ``reference.py``
+  with the float weights it was quantized from (``quant_tolerance``);
 * after an error, the module (or optimizer, or output folder) is as it was before.
 
 Memory is capped (RLIMIT_AS, ``CGRU_FUZZ_MEMORY_MB``, default 3072) so that a huge allocation
@@ -356,17 +358,19 @@ def tolerance(dtype, *arrays):
     return (2e-4 if np.dtype(dtype) == np.float32 else 1e-9) * scale
 
 
-def ref_gru_dense(gru, x, hx):
-    """(output, h_n) of reference.py's GRU for a valid dense call."""
+def ref_gru_dense(gru, x, hx, dtype=None):
+    """(output, h_n) of reference.py's GRU for a valid dense call; x and hx as a module of
+    `dtype` (default gru's) sees them."""
     from reference import gru_reference
-    xd = converted(x, gru.dtype)
+    dtype = dtype or gru.dtype
+    xd = converted(x, dtype)
     batched = xd.ndim == 3
     if not batched:
         xd = xd[:, None]
     elif gru.batch_first:
         xd = xd.transpose(1, 0, 2)
     shape = (gru.num_directions * gru.num_layers, xd.shape[1], gru.hidden_size)
-    h0 = np.zeros(shape) if hx is None else converted(hx, gru.dtype).reshape(shape)
+    h0 = np.zeros(shape) if hx is None else converted(hx, dtype).reshape(shape)
     out, h_n = gru_reference(_f64(gru.state_dict()), xd, h0, gru.num_layers, gru.bidirectional)
     if not batched:
         return out[:, 0], h_n[:, 0], xd, h0
@@ -375,13 +379,14 @@ def ref_gru_dense(gru, x, hx):
     return out, h_n, xd, h0
 
 
-def ref_gru_packed(gru, data, bs, s, hx):
+def ref_gru_packed(gru, data, bs, s, hx, dtype=None):
     """(output rows, h_n) of reference.py's GRU, one sequence at a time, for packed input."""
     from reference import gru_reference
-    data = converted(data, gru.dtype)
+    dtype = dtype or gru.dtype
+    data = converted(data, dtype)
     batch, dh = int(bs[0]), gru.num_directions * gru.hidden_size
     shape = (gru.num_directions * gru.num_layers, batch, gru.hidden_size)
-    h0 = np.zeros(shape) if hx is None else converted(hx, gru.dtype)
+    h0 = np.zeros(shape) if hx is None else converted(hx, dtype)
     offsets = np.concatenate([[0], np.cumsum(bs)[:-1]])
     out = np.zeros((data.shape[0], dh))
     h_n = np.zeros(shape)
@@ -574,16 +579,48 @@ def unchanged(verdict, before, objects, what="input"):
 
 def _module(config):
     """The module a case describes; "train": True puts a GRU in training mode with dropout
-    0.5 (its output is then random: no reference, every other check)."""
+    0.5 (its output is then random: no reference, every other check); "precision" makes it
+    that module's QuantizedGRU or QuantizedGRUCell (``module.quantize(precision)``)."""
     import cgru
     config = dict(config)
     cls = cgru.GRUCell if config.pop("cell", False) else cgru.GRU
     train = config.pop("train", False)
+    precision = config.pop("precision", None)
     config["dtype"] = np.dtype(config["dtype"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = cls(**config, **({"dropout": 0.5} if train else {}))
-    return module.train() if train else module
+    module = module.train() if train else module
+    return module.quantize(precision) if precision else module
+
+
+def _float_module(config):
+    """For a quantized case, the float module it was quantized from, in evaluation mode (a
+    quantized module is inference-only: no dropout even when made in training mode): the
+    reference's weights. None for a float case."""
+    if not config.get("precision"):
+        return None
+    return _module({k: v for k, v in config.items() if k not in ("precision", "train")})
+
+
+# A quantized module's contract (tests/test_quantized.py's BOUND, max abs error against the float
+# module it was made from) is stated for inputs like its test grid's: x standard normal, hx in
+# [-1, 1]. Here it is checked where |x| and |hx| are at most QUANT_RANGE; larger (tame) inputs
+# must give finite results only: rounding a weight by 2^-9 (bfloat16) moves a pre-activation by
+# about |x| 2^-9 |w|, which flips a saturated gate once |x| is in the thousands. The fuzzer's
+# small modules (H 1-17, inputs 1-5) came within 0.46 of the bound with x and hx uniform in
+# [-3, 3] and within 0.72 in [-4, 4] (the worst of 4000 random modules and inputs each, both
+# precisions; bfloat16 the worse): 3 keeps a margin and covers every small array drawn.
+QUANT_RANGE = 3.0
+
+
+def quant_tolerance(module, *arrays):
+    """The allowed error of a quantized module's result against the float reference, or None
+    where the inputs are outside the contract's range (no comparison)."""
+    if any(a.size and float(np.abs(a).max()) > QUANT_RANGE for a in arrays):
+        return None
+    from test_quantized import BOUND
+    return BOUND[module.precision] + tolerance(np.float32, *arrays)
 
 
 def _threads(case):
@@ -635,9 +672,11 @@ def huge_request(*values):
     return False
 
 
-def check_gru_result(v, gru, args, value, x, hx, packed):
-    """A GRU call's (output, h_n) against reference.py."""
+def check_gru_result(v, gru, args, value, x, hx, packed, float_gru=None):
+    """A GRU call's (output, h_n) against reference.py; for a QuantizedGRU, against reference.py
+    with the weights of float_gru, the module it was made from, within the contract's bound."""
     dtype = gru.dtype
+    ref_module = float_gru or gru
     if not v.require(isinstance(value, tuple) and len(value) == 2, "result is not a pair"):
         return
     out, h_n = value
@@ -657,11 +696,11 @@ def check_gru_result(v, gru, args, value, x, hx, packed):
                       np.array_equal(out.sorted_indices, s), "output.sorted_indices differ")
             v.require(out.unsorted_indices is not None and
                       np.array_equal(out.unsorted_indices, u), "output.unsorted_indices differ")
-        ref_out, ref_h, xd, h0 = ref_gru_packed(gru, data, bs, s, hx)
+        ref_out, ref_h, xd, h0 = ref_gru_packed(ref_module, data, bs, s, hx, dtype)
         out_array = out.data
     else:
         v.new_array(out, "output", dtype, inputs)
-        ref_out, ref_h, xd, h0 = ref_gru_dense(gru, x, hx)
+        ref_out, ref_h, xd, h0 = ref_gru_dense(ref_module, x, hx, dtype)
         out_array = out
     v.new_array(h_n, "h_n", dtype, inputs)
     if not (v.require(np.shape(out_array) == ref_out.shape,
@@ -669,7 +708,7 @@ def check_gru_result(v, gru, args, value, x, hx, packed):
             v.require(np.shape(h_n) == ref_h.shape,
                       f"h_n shape {np.shape(h_n)}, expected {ref_h.shape}")):
         return
-    params = _f64(gru.state_dict()).values()
+    params = _f64(ref_module.state_dict()).values()
     if gru.training and gru.dropout:
         v.require(not tame(xd, h0, *params) or (np.isfinite(out_array).all()
                                                 and np.isfinite(h_n).all()),
@@ -677,13 +716,16 @@ def check_gru_result(v, gru, args, value, x, hx, packed):
     elif tame(xd, h0, *params):
         v.require(np.isfinite(out_array).all() and np.isfinite(h_n).all(),
                   "non-finite output from finite input")
-        atol = tolerance(dtype, xd, h0)
-        v.close(out_array, ref_out, atol, "output")
-        v.close(h_n, ref_h, atol, "h_n")
+        atol = tolerance(dtype, xd, h0) if float_gru is None else \
+            quant_tolerance(gru, xd, h0)
+        if atol is not None:
+            v.close(out_array, ref_out, atol, "output")
+            v.close(h_n, ref_h, atol, "h_n")
 
 
 def run_gru_call(case, scratch):
     gru = _module(case["module"])
+    float_gru = _float_module(case["module"])
     before_params = snapshot(gru.state_dict())
     args = build([case["input"], case.get("hx")], scratch)
     before = snapshot(args)
@@ -701,7 +743,7 @@ def run_gru_call(case, scratch):
     unchanged(v, before, args)
     if v.outcome_allowed(outcome, valid, allowed):
         if valid:
-            check_gru_result(v, gru, args, outcome.value, x, hx, packed)
+            check_gru_result(v, gru, args, outcome.value, x, hx, packed, float_gru)
     v.require(snapshot(gru.state_dict()) == before_params, "the module's parameters changed")
     return v
 
@@ -851,13 +893,14 @@ def cell_valid(cell, x, hx):
     return h is not None and h.shape == want
 
 
-def ref_cell(cell, x, hx):
+def ref_cell(cell, x, hx, dtype=None):
     from reference import gru_direction
-    xd = converted(x, cell.dtype)
+    dtype = dtype or cell.dtype
+    xd = converted(x, dtype)
     batched = xd.ndim == 2
     xd = xd if batched else xd[None]
     h0 = np.zeros((xd.shape[0], cell.hidden_size)) if hx is None else \
-        converted(hx, cell.dtype).reshape(xd.shape[0], cell.hidden_size)
+        converted(hx, dtype).reshape(xd.shape[0], cell.hidden_size)
     p = _f64(cell.state_dict())
     zeros = np.zeros(3 * cell.hidden_size)
     out, _ = gru_direction(xd[None], h0, p["weight_ih"], p["weight_hh"],
@@ -869,6 +912,7 @@ def ref_cell(cell, x, hx):
 
 def run_cell_call(case, scratch):
     cell = _module(dict(case["module"], cell=True))
+    float_cell = _float_module(dict(case["module"], cell=True))
     args = build([case["input"], case.get("hx")], scratch)
     before = snapshot(args)
     x, hx = args
@@ -881,11 +925,14 @@ def run_cell_call(case, scratch):
     if v.outcome_allowed(outcome, valid, allowed) and valid:
         h1 = outcome.value
         v.new_array(h1, "h1", cell.dtype, [a for a in args if isinstance(a, np.ndarray)])
-        ref, xd, h0 = ref_cell(cell, x, hx)
+        ref, xd, h0 = ref_cell(float_cell or cell, x, hx, cell.dtype)
         if v.require(np.shape(h1) == ref.shape, f"h1 shape {np.shape(h1)}, expected "
                                                 f"{ref.shape}") and tame(xd, h0):
             v.require(np.isfinite(h1).all(), "non-finite h1 from finite input")
-            v.close(h1, ref, tolerance(cell.dtype, xd, h0), "h1")
+            atol = tolerance(cell.dtype, xd, h0) if float_cell is None else \
+                quant_tolerance(cell, xd, h0)
+            if atol is not None:
+                v.close(h1, ref, atol, "h1")
     return v
 
 
@@ -1693,7 +1740,8 @@ def run_cli(case, scratch, subprocess_mode=False):
 def cli_expectation(case, module, x_array, lengths, lengths_given):
     """The (output, h_n) the run must write, or None when it must fail."""
     import cgru
-    if case.get("model_damage") or isinstance(module, cgru.GRUCell) or x_array is None:
+    if case.get("model_damage") or isinstance(module, (cgru.GRUCell, cgru.QuantizedGRUCell)) \
+            or x_array is None:
         return None
     if x_array.dtype.kind not in "biuf" or x_array.ndim != 3 or \
             x_array.shape[2] != module.input_size:
@@ -1703,6 +1751,8 @@ def cli_expectation(case, module, x_array, lengths, lengths_given):
     if seq_len == 0 or batch == 0:
         return None
     if case.get("batch_size") is not None and case["batch_size"] < 1:
+        return None
+    if case.get("threads") == 0:      # resolve_threads's one invalid int (negative: counted back)
         return None
     if lengths_given:
         if lengths is None or lengths.ndim != 1 or lengths.dtype.kind not in "iu" or \

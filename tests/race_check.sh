@@ -30,8 +30,9 @@
 #      threads all store one 32-byte vector, which must be reported, and barrier-ordered
 #      accesses, which must not (Archer at work);
 #   4. runs tests/race_driver.py (every OpenMP region of forward, backward and the packing row
-#      copies at 2, 3 and 4 threads, results checked against the serial call) with the AVX2
-#      kernel where the CPU has it, and with the baseline kernel;
+#      copies at 2, 3 and 4 threads, results checked against the serial call; forward of GRU,
+#      GRUCell, and QuantizedGRU / QuantizedGRUCell in bfloat16 and int8, dense and packed) with
+#      the AVX2 kernel where the CPU has it, and with the baseline kernel;
 #   5. prints each TSan warning, with the .pyx line of every frame in cgru's generated C.
 # Exit status: 0 no race in cgru's code; 1 a race reported in cgru's code, or the driver found a
 # mismatch or crashed; 2 a missing tool or a failed setup (the message says which).

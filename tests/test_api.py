@@ -249,6 +249,8 @@ def test_show_config(capsys):
     text = capsys.readouterr().out
     assert cgru.__version__ in text and "OpenMP" in text and "threads" in text
     assert "BLAS" in text
+    assert "CPU:" in text and "features:" in text and "avx2" in text
+    assert "bfloat16:" in text and "int8:" in text
 
 
 # -- what a PyTorch user types -------------------------------------------------------------------

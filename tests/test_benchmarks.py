@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from cgru import bench
+from cgru._engine import cpu_features
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "benchmarks")
@@ -69,3 +70,40 @@ def test_memory_child_runs_as_a_module():
     finally:
         sys.path.remove(BENCHMARKS)
     assert result["growth_mb"] >= 0 and result["step_s"] > 0
+
+
+def _bench_quantized(tmp_path, block=()):
+    """benchmarks/bench_quantized.py on S1 (one step), once, with these modules unimportable."""
+    code = (f"import sys; sys.modules.update(dict.fromkeys({list(block)!r})); "
+            f"sys.path.insert(0, {BENCHMARKS!r}); import bench_quantized; "
+            "sys.exit(bench_quantized.main(['--cases', 'S1', '--threads', '1', "
+            "'--repeats', '1']))")
+    result = _python("-c", code, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "CPU: " in result.stdout and "cgru's kernels: " in result.stdout
+    assert "| S1 |" in result.stdout
+    return result.stdout
+
+
+@needs_benchmarks
+def test_bench_quantized_runs_without_its_peers(tmp_path):
+    out = _bench_quantized(tmp_path, block=["torch", "openvino"])
+    assert "OpenVINO bf16 ms" not in out and "PyTorch int8 ms" not in out
+    assert "OpenVINO bf16: skipped (openvino not installed)" in out
+    assert "PyTorch int8: skipped (torch not installed)" in out
+
+
+@needs_benchmarks
+def test_bench_quantized_says_what_openvino_ran(tmp_path):
+    """OpenVINO asked for bf16 runs float32 on a CPU without bfloat16 instructions, and the
+    table says so."""
+    for name in ("openvino", "onnx", "torch"):
+        pytest.importorskip(name)
+    out = _bench_quantized(tmp_path)
+    row = next(line for line in out.splitlines() if line.startswith("| S1 |"))
+    assert "(qint8, " in row
+    features = cpu_features()
+    if not (features["avx512_bf16"] or features["amx_bf16"]):
+        assert "(f32)" in row
+    else:
+        assert "(bf16)" in row or "(f32)" in row

@@ -114,6 +114,9 @@ def test_progress_bar_on_a_terminal(capsys):
 def test_info_and_default_demo(tmp_path):
     info = _cgru("info", cwd=tmp_path)
     assert info.returncode == 0 and "OpenMP" in info.stdout and cgru.__version__ in info.stdout
+    for line in ("features:", "avx512_bf16", "amx_int8", "bfloat16: widen-to-float32",
+                 "int8:     pmaddwd", "input projections:"):
+        assert line in info.stdout
     demo = _cgru(cwd=tmp_path)
     assert demo.returncode == 0
     assert "(32, 100, 256)" in demo.stdout and "ms per call" in demo.stdout

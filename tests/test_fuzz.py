@@ -1,6 +1,7 @@
 """Fuzzing every public entry point with hostile values (issue #14).
 
 Hypothesis draws cases for GRU.__call__, GRU.vjp and its backward, GRUCell (call and vjp),
+QuantizedGRU and QuantizedGRUCell (bfloat16 and int8: call, and `cgru run` of a saved one),
 every packing utility, PackedSequence built by hand, load_state_dict (and parameter
 assignment), cgru.load on damaged files, the optimizers' step, and `cgru run` on damaged
 .npy files: wrong and odd dtypes (object, complex, bool, float16, ints, strings, datetimes,
@@ -19,7 +20,7 @@ accept must give a result.
 Profiles
 --------
 CI (the default): derandomized (the same examples on every run), a fixed number of examples
-per entry point (CI_EXAMPLES, about 1,400 cases); 35-50 s in all on two shared cores.
+per entry point (CI_EXAMPLES, about 1,560 cases); 30-50 s in all on two shared cores.
 
 Long run, hours of examples (a new random seed each run, printed on failure; 5000 per entry
 point, about 75,000 cases, took 20 minutes on two cores)::
@@ -56,7 +57,8 @@ CI_EXAMPLES = {"gru_call": 150, "gru_packed": 120, "vjp": 100, "cell": 120,
                "pack_padded_sequence": 80, "pad_packed_sequence": 80, "pack_sequence": 60,
                "pad_sequence": 60, "unpack_sequence": 60, "unpad_sequence": 60,
                "packed_sequence": 60, "load_state_dict": 100, "load": 120, "optim": 100,
-               "cli": 60, "cli_subprocess": 4}
+               "cli": 60, "cli_subprocess": 4, "quantized_call": 120, "quantized_cell": 80,
+               "quantized_cli": 30}
 
 
 def fuzz_settings(name):
@@ -474,6 +476,33 @@ def cell_cases(draw):
     return {"kind": "cell_call", "module": config, "input": x, "hx": hx}
 
 
+precisions = st.sampled_from(["bfloat16", "int8"])
+
+
+@st.composite
+def quantized_call_cases(draw):
+    """gru.quantize(precision) called like the GRU: dense or packed input, hx, threads; made
+    from a GRU in training mode now and then (the quantized module applies no dropout)."""
+    config = draw(gru_configs())
+    config["precision"] = draw(precisions)
+    if draw(st.integers(0, 7)) == 0:
+        config["train"] = True
+    if draw(st.booleans()):
+        x, hx, _, _, _ = draw(dense_gru_args(config))
+    else:
+        x, (lengths, _, _) = draw(packed_recipes(config["input_size"]))
+        hx = draw(maybe(hostile(state_shape(config, len(lengths)))))
+    return {"kind": "gru_call", "module": config, "input": x, "hx": hx,
+            "threads": draw(threads)}
+
+
+@st.composite
+def quantized_cell_cases(draw):
+    case = draw(cell_cases())
+    case["module"]["precision"] = draw(precisions)
+    return case
+
+
 # -- packing utilities ----------------------------------------------------------------------------
 
 any_dtypes = st.one_of(dtypes, st.sampled_from(["complex64", "bool", "int8"]))
@@ -806,7 +835,16 @@ def npy_specs(draw, shape, dtypes_=None):
 
 
 @st.composite
-def cli_cases(draw, kind="cli"):
+def cli_cases(draw, kind="cli", quantized=False):
+    """`cgru run` cases; quantized: the saved model is a QuantizedGRU or QuantizedGRUCell."""
+    case = draw(_cli_cases(kind))
+    if quantized:
+        case["module"]["precision"] = draw(precisions)
+    return case
+
+
+@st.composite
+def _cli_cases(draw, kind):
     config = draw(st.one_of(*[gru_configs(small=True)] * 8, cell_configs()))
     config.pop("batch_first", None)
     if config.get("cell"):
@@ -877,6 +915,18 @@ def test_vjp(runner, case):
 @given(case=cell_cases())
 def test_cell(runner, case):
     check(runner, case, "cell")
+
+
+@fuzz_settings("quantized_call")
+@given(case=quantized_call_cases())
+def test_quantized_call(runner, case):
+    check(runner, case, "quantized_call")
+
+
+@fuzz_settings("quantized_cell")
+@given(case=quantized_cell_cases())
+def test_quantized_cell(runner, case):
+    check(runner, case, "quantized_cell")
 
 
 @fuzz_settings("pack_padded_sequence")
@@ -951,6 +1001,12 @@ def test_cli_subprocess(runner, case):
     """A few cases through the real `python -m cgru run` (the rest call cli.main in the
     worker, the same code without an interpreter's start-up per case)."""
     check(runner, case, "cli_subprocess")
+
+
+@fuzz_settings("quantized_cli")
+@given(case=cli_cases(quantized=True))
+def test_quantized_cli(runner, case):
+    check(runner, case, "quantized_cli")
 
 
 @pytest.mark.parametrize("where", ["constructor", "setter", "step"])

@@ -1,6 +1,6 @@
 """The engine: the only Python that imports the compiled kernel (pyx/), and the one policy.
 
-    isa.py            which compiled build of the kernel runs on this CPU
+    isa.py            which compiled build of the kernel runs on this CPU; its features
     policy.py         every threshold, and `plan`: what one call tells the kernel
     stack.py          LayerStack: forward (plain, with a tape, reduced precision) and backward
     weights.py        float weights in the kernel's layout; gradients back to PyTorch's
@@ -16,9 +16,10 @@ services and faces); they import from `cgru._engine`, never from its files.
 """
 from .blas_threads import blas_controller, describe_blas, find_openblas
 from .config import config, show_config
-from .isa import available_isas, kernel
+from .isa import available_isas, cpu_features, cpu_model, kernel
 from .quant_weights import (PRECISIONS, check_precision, dequantize, from_bfloat16,
-                            pack_quant_layer, quantize_int8_rows, to_bfloat16)
+                            pack_quant_layer, quantize_int8_rows, reduced_precision_kernels,
+                            to_bfloat16)
 from .recycle import recycled_empty
 from .stack import LayerStack, dense_batch_sizes, dropout_mask
 from .threads import (dask_worker_threads, get_num_threads, resolve_threads, set_num_threads,
@@ -26,9 +27,10 @@ from .threads import (dask_worker_threads, get_num_threads, resolve_threads, set
 from .weights import pack_layer, unpack_layer_grads
 from . import rows
 
-__all__ = ["LayerStack", "PRECISIONS", "available_isas",
-           "blas_controller", "check_precision", "find_openblas", "config", "dask_worker_threads",
+__all__ = ["LayerStack", "PRECISIONS", "available_isas", "blas_controller", "check_precision",
+           "find_openblas", "config", "cpu_features", "cpu_model", "dask_worker_threads",
            "dense_batch_sizes", "dequantize", "describe_blas", "dropout_mask", "from_bfloat16",
            "get_num_threads", "kernel", "pack_layer", "pack_quant_layer", "quantize_int8_rows",
-           "recycled_empty", "resolve_threads", "rows", "set_num_threads", "show_config", "to_bfloat16",
-           "unpack_layer_grads", "usable_cores", "use_threads", "worker_threads_context"]
+           "recycled_empty", "reduced_precision_kernels", "resolve_threads", "rows",
+           "set_num_threads", "show_config", "to_bfloat16", "unpack_layer_grads", "usable_cores",
+           "use_threads", "worker_threads_context"]

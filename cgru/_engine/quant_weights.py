@@ -8,11 +8,45 @@ bfloat16 as uint16 bits (3H, K); int8 as int8 values (3H, K) with one float32 sc
 import numpy as np
 
 from . import policy
-from .isa import kernel
+from .isa import cpu_features, kernel
 from .weights import aligned_stack, gate_column_order, weight_panels
 
 PRECISIONS = ("bfloat16", "int8")
 MODES = {"bfloat16": 1, "int8": 2}     # QuantLayerWeights.mode
+# The CPU features that multiply each precision natively (dot products of bfloat16 pairs or of
+# int8 quadruples, tiles), none of which a cgru kernel uses yet (issue 22)
+NATIVE_FEATURES = {"bfloat16": ("avx512_bf16", "amx_bf16"),
+                   "int8": ("avx512_vnni", "avx_vnni", "amx_int8")}
+
+
+def reduced_precision_kernels(features=None):
+    """Which kernel runs for each precision in the build that runs and with this policy:
+    {precision: {"kernel": a short name, "instructions": what its products compile to in this
+    build, "recurrent": the recurrent product, "inputs": the input projections, "unused": the
+    CPU's features that would multiply this precision natively but that no cgru kernel uses}}.
+    features: cpu_features()' dict (default: asked here)."""
+    features = cpu_features() if features is None else features
+    products = kernel.QUANT_PRODUCTS
+    bf16_rows = policy.QUANT_PANEL_MAX_ROWS["bfloat16"]
+    kernels = {
+        "bfloat16": {
+            "kernel": "widen-to-float32",
+            "recurrent": (f"bfloat16 W_hh widened to float32 in registers, h float32, "
+                          f"{products['bfloat16']}, float32 sums (tiles of more than "
+                          f"{bf16_rows} rows: float32 sgemm on W_hh widened once per call)"),
+            "inputs": "float32 sgemm on W_ih widened once per call (x not rounded)"},
+        "int8": {
+            "kernel": "pmaddwd",
+            "recurrent": (f"int8 W_hh times h quantized per row, both widened to int16, "
+                          f"{products['int8']}, exact int32 sums"),
+            "inputs": ("int8 products like the recurrent one, on x quantized per row"
+                       if policy.INT8_INPUT_PRODUCTS else
+                       "float32 sgemm on W_ih dequantized once per call (x not rounded)")}}
+    for precision, described in kernels.items():
+        described["instructions"] = products[precision]
+        described["unused"] = [name for name in NATIVE_FEATURES[precision]
+                               if features.get(name)]
+    return kernels
 
 
 def check_precision(precision):
@@ -112,4 +146,3 @@ def pack_quant_layer(directions, hidden_size, precision):
     return kernel.QuantLayerWeights(
         MODES[precision], *(aligned_stack(p, p[0].dtype) for p in parts[:10]),
         aligned_stack(parts[10], np.int8) if int8_projection else parts[10][0])
-

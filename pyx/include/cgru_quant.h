@@ -95,10 +95,23 @@ static inline void cgru_bf16_panel_product(int rows, int K, const float *restric
         cgru_bf16_panel_1(K, h, ldh, panel, acc, accumulate);
 }
 
+/* What the bfloat16 product compiles to in this build, for `cgru info` (cgru/_engine/isa.py):
+   the FMA of cgru_vec.h on cgru_vfloat vectors of the build's width. */
+#if defined(__AVX512F__)
+#define CGRU_BF16_PRODUCT "float32 FMA on zmm (AVX-512F)"
+#elif defined(__AVX2__) && defined(__FMA__)
+#define CGRU_BF16_PRODUCT "float32 FMA on ymm (AVX2, FMA)"
+#elif defined(__SSE2__)
+#define CGRU_BF16_PRODUCT "float32 mulps + addps on xmm (SSE2)"
+#else
+#define CGRU_BF16_PRODUCT "float32 multiply and add on 16-byte C vectors (not x86)"
+#endif
+
 /* ---- int8 ----------------------------------------------------------------------------- */
 /* One vector of int32 accumulators per CGRU_QI_LANES columns; a pair of int8 weights per
    lane, widened to two int16 (pmovsxbw, or unpack and shift on SSE2). */
 #if defined(__AVX512BW__)
+#define CGRU_QI_PRODUCT "vpmovsxbw + vpmaddwd on zmm (AVX512BW)"
 typedef __m512i cgru_qi;
 #define CGRU_QI_LANES 16
 #define CGRU_QI_ROWS 8
@@ -110,6 +123,7 @@ typedef __m512i cgru_qi;
 #define CGRU_QI_LOAD(p) _mm512_loadu_si512((const void *)(p))
 #define CGRU_QI_STORE(p, v) _mm512_storeu_si512((void *)(p), (v))
 #elif defined(__AVX2__)
+#define CGRU_QI_PRODUCT "vpmovsxbw + vpmaddwd on ymm (AVX2)"
 typedef __m256i cgru_qi;
 #define CGRU_QI_LANES 8
 #define CGRU_QI_ROWS 2     /* 2 x 6 accumulators, a weight and two pairs: 15 registers */
@@ -121,6 +135,7 @@ typedef __m256i cgru_qi;
 #define CGRU_QI_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
 #define CGRU_QI_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
 #elif defined(__SSE2__)
+#define CGRU_QI_PRODUCT "punpcklbw + psraw + pmaddwd on xmm (SSE2)"
 typedef __m128i cgru_qi;
 #define CGRU_QI_LANES 4
 #define CGRU_QI_ROWS 1
@@ -136,6 +151,7 @@ static inline __m128i cgru_qi_loadw_sse2(const int8_t *p) {
 #define CGRU_QI_LOAD(p) _mm_loadu_si128((const __m128i *)(p))
 #define CGRU_QI_STORE(p, v) _mm_storeu_si128((__m128i *)(p), (v))
 #else
+#define CGRU_QI_PRODUCT "scalar int32 multiply-adds in C (not x86)"
 #define CGRU_QI_ROWS 1
 #endif
 
