@@ -26,7 +26,7 @@ import numpy as np
 
 from cgru import GRU, use_threads
 from cgru.bench import (CASES, cgru_runner, describe_cpu, make_case, make_inputs, max_error,
-                        onnx_file, openvino_runner, time_once)
+                        onnx_file, openvino_runner, time_once, torch_run)
 
 DEFAULT_CASES = ["S2", "S4", "S5", "S6", "S8"]
 # peer column: the cgru precision it is compared with
@@ -45,20 +45,7 @@ def torch_dynamic_runner(gru, case, x, h0, threads):
         warnings.simplefilter("ignore")     # torch.ao.quantization's deprecation notice
         module = torch.ao.quantization.quantize_dynamic(
             torch.nn.Sequential(gru.to_torch().eval()), {torch.nn.GRU}, dtype=torch.qint8)[0]
-    tx, th = torch.from_numpy(x), torch.from_numpy(h0)
-    lengths = None if case.lengths is None else torch.from_numpy(case.lengths)
-    rnn = torch.nn.utils.rnn
-
-    def run():
-        torch.set_num_threads(threads)
-        with torch.inference_mode():
-            if lengths is None:
-                out, h_n = module(tx, th)
-                return out.numpy(), h_n.numpy()
-            packed = rnn.pack_padded_sequence(tx, lengths, enforce_sorted=False)
-            out, h_n = module(packed, th)
-            out, _ = rnn.pad_packed_sequence(out, total_length=case.seq_len)
-            return out.numpy(), h_n.numpy()
+    run = torch_run(module, case, x, h0, threads)
     return run, None, f"qint8, {torch.backends.quantized.engine}"
 
 

@@ -80,6 +80,13 @@ def torch_runner(gru, case, x, h0, threads):
                           bidirectional=case.bidirectional)
     module = module.to(getattr(torch, np.dtype(case.dtype).name)).eval()
     module.load_state_dict({k: torch.from_numpy(v) for k, v in gru.state_dict().items()})
+    return Runner("PyTorch", torch_run(module, case, x, h0, threads))
+
+
+def torch_run(module, case, x, h0, threads):
+    """A call of a torch GRU module (float or quantized) on the case's arrays, packing as
+    torch's users do, under inference_mode at `threads` threads; returns (output, h_n) padded."""
+    import torch
     tx, th = torch.from_numpy(x), torch.from_numpy(h0)
     lengths = None if case.lengths is None else torch.from_numpy(case.lengths)
     rnn = torch.nn.utils.rnn
@@ -94,7 +101,7 @@ def torch_runner(gru, case, x, h0, threads):
             out, h_n = module(packed, th)
             out, _ = rnn.pad_packed_sequence(out, total_length=case.seq_len)
             return out.numpy(), h_n.numpy()
-    return Runner("PyTorch", run)
+    return run
 
 
 def onnx_file(gru, case):

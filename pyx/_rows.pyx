@@ -11,14 +11,15 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 
-cdef int64_t *_offsets(const int64_t[::1] batch_sizes) noexcept nogil:
-    """offsets[t] = sum(batch_sizes[:t]), for t in 0..L; NULL when out of memory."""
+cdef int64_t *_offsets(const int64_t[::1] batch_sizes) except NULL:
+    """offsets[t] = sum(batch_sizes[:t]), for t in 0..L, in memory the caller frees."""
     cdef Py_ssize_t t, n_steps = batch_sizes.shape[0]
     cdef int64_t *offsets = <int64_t *> malloc((n_steps + 1) * sizeof(int64_t))
-    if offsets != NULL:
-        offsets[0] = 0
-        for t in range(n_steps):
-            offsets[t + 1] = offsets[t] + batch_sizes[t]
+    if offsets == NULL:
+        raise MemoryError("cgru: could not allocate the packed rows' offsets")
+    offsets[0] = 0
+    for t in range(n_steps):
+        offsets[t + 1] = offsets[t] + batch_sizes[t]
     return offsets
 
 
@@ -40,17 +41,14 @@ def pack_rows(const unsigned char[:, ::1] padded, const int64_t[::1] batch_sizes
     cdef int64_t *offsets
     if n_steps == 0 or width == 0:
         return
+    offsets = _offsets(batch_sizes)
     with nogil:
-        offsets = _offsets(batch_sizes)
-        if offsets != NULL:
-            # steps dealt round-robin: their sizes only shrink, so threads get equal shares
-            for t in prange(n_steps, num_threads=n_threads, schedule="static", chunksize=1):
-                for b in range(batch_sizes[t]):
-                    sequence = sorted_indices[b] if permuted else b
-                    source = sequence * pad_len + t if batch_first else t * batch + sequence
-                    memcpy(&data[offsets[t] + b, 0], &padded[source, 0], width)
-    if offsets == NULL:
-        raise MemoryError("cgru: could not allocate packing offsets")
+        # steps dealt round-robin: their sizes only shrink, so threads get equal shares
+        for t in prange(n_steps, num_threads=n_threads, schedule="static", chunksize=1):
+            for b in range(batch_sizes[t]):
+                sequence = sorted_indices[b] if permuted else b
+                source = sequence * pad_len + t if batch_first else t * batch + sequence
+                memcpy(&data[offsets[t] + b, 0], &padded[source, 0], width)
     free(offsets)
 
 
@@ -71,23 +69,20 @@ def pad_rows(const unsigned char[:, ::1] data, const int64_t[::1] batch_sizes,
     cdef int64_t *offsets
     if n_steps == 0 or width == 0:
         return
+    offsets = _offsets(batch_sizes)
     with nogil:
-        offsets = _offsets(batch_sizes)
-        if offsets != NULL:
-            for row in prange(padded.shape[0], num_threads=n_threads, schedule="static"):
-                if batch_first:
-                    sequence = row // total_len
-                    t = row - sequence * total_len
-                else:
-                    t = row // batch
-                    sequence = row - t * batch
-                rank = unsorted_indices[sequence] if permuted else sequence
-                if t < n_steps and rank < batch_sizes[t]:
-                    memcpy(&padded[row, 0], &data[offsets[t] + rank, 0], width)
-                else:
-                    memcpy(&padded[row, 0], &fill[0], width)
-    if offsets == NULL:
-        raise MemoryError("cgru: could not allocate padding offsets")
+        for row in prange(padded.shape[0], num_threads=n_threads, schedule="static"):
+            if batch_first:
+                sequence = row // total_len
+                t = row - sequence * total_len
+            else:
+                t = row // batch
+                sequence = row - t * batch
+            rank = unsorted_indices[sequence] if permuted else sequence
+            if t < n_steps and rank < batch_sizes[t]:
+                memcpy(&padded[row, 0], &data[offsets[t] + rank, 0], width)
+            else:
+                memcpy(&padded[row, 0], &fill[0], width)
     free(offsets)
 
 
@@ -136,20 +131,19 @@ cdef int _list_rows(list sequences, const int64_t[::1] batch_sizes,
     cdef Py_ssize_t t, b, sequence
     cdef int64_t *offsets
     cdef unsigned char **rows = _row_pointers(sequences)
-    with nogil:
+    try:
         offsets = _offsets(batch_sizes)
-        if offsets != NULL:
-            for t in prange(n_steps, num_threads=n_threads, schedule="static", chunksize=1):
-                for b in range(batch_sizes[t]):
-                    sequence = sorted_indices[b] if permuted else b
-                    if to_packed:
-                        memcpy(data + (offsets[t] + b) * width, rows[sequence] + t * width,
-                               width)
-                    else:
-                        memcpy(rows[sequence] + t * width, data + (offsets[t] + b) * width,
-                               width)
+    except MemoryError:
+        free(rows)
+        raise
+    with nogil:
+        for t in prange(n_steps, num_threads=n_threads, schedule="static", chunksize=1):
+            for b in range(batch_sizes[t]):
+                sequence = sorted_indices[b] if permuted else b
+                if to_packed:
+                    memcpy(data + (offsets[t] + b) * width, rows[sequence] + t * width, width)
+                else:
+                    memcpy(rows[sequence] + t * width, data + (offsets[t] + b) * width, width)
     free(rows)
-    if offsets == NULL:
-        raise MemoryError("cgru: could not allocate packing offsets")
     free(offsets)
     return 0
