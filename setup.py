@@ -27,7 +27,7 @@ KERNEL_ISA_FLAGS = {
     "_gru_avx2": ["-mavx2", "-mfma"],
     "_gru_avx512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
 }
-EXTENSIONS = ["_cpu", "_rows", "_gru_baseline", *KERNEL_ISA_FLAGS]
+EXTENSIONS = ["_cpu", "_rows", "_pool", "_gru_baseline", *KERNEL_ISA_FLAGS]
 
 OPENMP_PROBE = textwrap.dedent(
     """

@@ -14,7 +14,7 @@ PACKAGE = os.path.dirname(os.path.abspath(cgru.__file__))
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Layer of each module, lowest first; a module may import its own layer or any below it.
-# Compiled extensions (cgru._gru_*, _cpu, _rows) sit below everything, for the engine alone.
+# Compiled extensions (cgru._gru_*, _cpu, _rows, _pool) sit below everything, for the engine alone.
 LAYERS = {
     "leaf": ["cgru._version", "cgru._npz"],
     "engine": ["cgru._engine"],
@@ -25,7 +25,7 @@ LAYERS = {
               "cgru.cli", "cgru._demo", "cgru.bench", "cgru._bench_peers", "cgru.torch"],
 }
 ORDER = list(LAYERS)
-COMPILED = ("cgru._cpu", "cgru._rows", "cgru._gru_")
+COMPILED = ("cgru._cpu", "cgru._rows", "cgru._pool", "cgru._gru_")
 # Façade methods that reach up a layer, lazily, each for a reason its comment gives:
 # GRU.from_torch/to_torch/from_keras/from_onnx/to_onnx and GRUCell's: interop builds modules.
 UPWARD = {("cgru.gru", "cgru._interop.torch"), ("cgru.gru", "cgru._interop.keras"),

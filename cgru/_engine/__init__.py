@@ -8,6 +8,7 @@
     rows.py           the packing utilities' compiled row copies
     threads.py        the thread count (set_num_threads, use_threads)
     blas_threads.py   keeping scipy's OpenBLAS single-threaded while our threads run
+    pool.py           sharing the machine: OpenBLAS on our pool, the load-adaptive count
     recycle.py, aligned.py  memory for results and weights
     config.py         show_config
 
@@ -17,6 +18,8 @@ services and faces); they import from `cgru._engine`, never from its files.
 from .blas_threads import blas_controller, describe_blas, find_openblas
 from .config import config, show_config
 from .isa import available_isas, cpu_features, cpu_model, kernel
+from .pool import (load_adaptive, set_load_adaptive, share_blas_threads,
+                   shared_blas_libraries)
 from .quant_weights import (PRECISIONS, check_precision, dequantize, from_bfloat16,
                             pack_quant_layer, quantize_int8_rows, reduced_precision_kernels,
                             to_bfloat16)
@@ -30,7 +33,8 @@ from . import rows
 __all__ = ["LayerStack", "PRECISIONS", "available_isas", "blas_controller", "check_precision",
            "find_openblas", "config", "cpu_features", "cpu_model", "dask_worker_threads",
            "dense_batch_sizes", "dequantize", "describe_blas", "dropout_mask", "from_bfloat16",
-           "get_num_threads", "kernel", "pack_layer", "pack_quant_layer", "quantize_int8_rows",
-           "recycled_empty", "reduced_precision_kernels", "resolve_threads", "rows",
-           "set_num_threads", "show_config", "to_bfloat16", "unpack_layer_grads", "usable_cores",
-           "use_threads", "worker_threads_context"]
+           "get_num_threads", "kernel", "load_adaptive", "pack_layer", "pack_quant_layer",
+           "quantize_int8_rows", "recycled_empty", "reduced_precision_kernels",
+           "resolve_threads", "rows", "set_load_adaptive", "set_num_threads",
+           "share_blas_threads", "shared_blas_libraries", "show_config", "to_bfloat16",
+           "unpack_layer_grads", "usable_cores", "use_threads", "worker_threads_context"]

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from .blas_threads import blas_single_threaded
 from .isa import kernel
+from .pool import free_threads, load_adaptive
 from .threads import get_num_threads
 
 # -- forward -------------------------------------------------------------------------------------
@@ -159,6 +160,9 @@ def plan(shape, rows, batch_sizes, task="forward", precision=None):
                         batch if batch > panel_max_rows else 0)
         # the fused projection needs every tile on the panel path
         fused = precision is None and FUSE_MIN_ROWS <= batch <= min(FUSE_MAX_ROWS, panel_max_rows)
+    if n_threads > 1 and load_adaptive():
+        # after every other limit: the check reads /proc (about 3 us), not worth it for 1
+        n_threads = free_threads(n_threads)
     # Each direction's team splits the sequences when each of the largest team's threads
     # gets MIN_ROWS_PER_THREAD of them, or there are fewer unit blocks than threads; else the
     # hidden-unit blocks. One thread runs every direction alone, by rows.
