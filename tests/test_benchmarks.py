@@ -107,3 +107,11 @@ def test_bench_quantized_says_what_openvino_ran(tmp_path):
         assert "(f32)" in row
     else:
         assert "(bf16)" in row or "(f32)" in row
+
+
+@needs_benchmarks
+def test_pipeline_benchmark_quick_run():
+    result = _python(os.path.join(BENCHMARKS, "bench_pipeline.py"), "--quick")
+    assert result.returncode == 0, result.stderr
+    for title in ("after a NumPy", "greedy decoder", "busy-loop process"):
+        assert title in result.stdout
