@@ -49,8 +49,7 @@ from _blas cimport gemm
 from _inner cimport (CGRU_PANEL_ROWS, CGRU_PANEL_ROWS_D, CGRU_PANEL_ROWS_F, cgru_alloc,
                      cgru_free, cgru_gate_rows_double, cgru_gate_rows_float,
                      cgru_panel_tile_double, cgru_panel_tile_float, cgru_prefetch_rows)
-from _openmp cimport (CGRU_OPENMP, cgru_team_barrier, cgru_team_barrier_init, cgru_team_wait,
-                      omp_get_num_threads, omp_get_thread_num)
+from _openmp cimport CGRU_OPENMP, cgru_barrier, omp_get_num_threads, omp_get_thread_num
 
 UNIT_BLOCK = 16          # hidden units per gate-column block; cgru/_layout.py reads it here
 PANEL_WIDTH = 48         # columns of a weight panel: r, z, n of one block, zero padded
@@ -90,7 +89,6 @@ cdef struct Shape:
     const void *q_ih_panels  # int8: (D, K, ceil(I/2), 48, 2) W_ih's panels, k-paired; NULL:
                              # the input projection runs in float32 (sgemm), as for bfloat16
     const float *q_ih_scales # int8: (D, K, 48)
-    cgru_team_barrier *barrier  # the layer's team's barrier (pyx/include/cgru_openmp.h)
 
 
 cdef inline void _split(int n, int parts, int part, int *start, int *stop) noexcept nogil:
@@ -396,7 +394,7 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
             _balanced_rows(lengths, <int> batch_sizes[t_lo], t_lo,
                            s1 if d == 0 else n_steps - s0, team_size, team, &own_b0, &own_b1)
         if not shape.fused:
-            cgru_team_wait(shape.barrier)      # the block's projections are complete
+            cgru_barrier()      # the block's projections are complete
 
         for s in range(s0, s1):
             t = s if d == 0 else n_steps - 1 - s
@@ -448,9 +446,9 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
                                save__r4h + offsets[t] * 4 * hidden,
                                split_rows or bs > _panel_rows(x__ri))
             if not split_rows:
-                cgru_team_wait(shape.barrier)
+                cgru_barrier()
         if split_rows and not shape.fused and s1 < n_steps:
-            cgru_team_wait(shape.barrier)      # the next block's GEMM overwrites gi
+            cgru_barrier()      # the next block's GEMM overwrites gi
         s0 = s1
 
 
@@ -519,9 +517,6 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
         cgru_free(offsets); cgru_free(lengths); cgru_free(gi); cgru_free(gh); cgru_free(acc)
         return -1
 
-    cdef cgru_team_barrier barrier
-    cgru_team_barrier_init(&barrier)
-    shape.barrier = &barrier
     if n_threads == 1:
         _worker(shape, 0, 1, batch_sizes, offsets, lengths, x, out, w_ih, w_ih_panels, w_hh,
                 w_hh_panels, bias_gi, bias_hn, gi, gh, h, acc, save)
@@ -530,8 +525,6 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
             _worker(shape, omp_get_thread_num(), omp_get_num_threads(), batch_sizes, offsets,
                     lengths, x, out, w_ih, w_ih_panels, w_hh, w_hh_panels, bias_gi, bias_hn, gi,
                     gh, h, acc, save)
-            # the team's last wait is ours: OpenMP's join would spin on a late thread's core
-            cgru_team_wait(&barrier)
     _gather_final_states(shape, batch_sizes, offsets, out, h)
     cgru_free(offsets); cgru_free(lengths); cgru_free(gi); cgru_free(gh); cgru_free(acc)
     return 0

@@ -29,7 +29,6 @@ cdef struct BackShape:
     int panel_max_rows       # recurrent products of at most this many rows use the panels
     int acc_rows             # rows of a thread's panel accumulators
     int n_col_blocks         # ceil(H / 48): panels of the backward's recurrent product
-    cgru_team_barrier *barrier  # the layer's team's barrier (pyx/include/cgru_openmp.h)
 
 
 cdef inline void _gate_grads(int rows, int hidden, const floating *save, const floating *h_prev,
@@ -186,7 +185,7 @@ cdef void _back_direction(const BackShape *shape, int d, int team, int team_size
                 _back_product(shape, lo, hi, dgh__q3h + (row0 - block_start) * g3, w_hh__h3h,
                               bpanels__dj3h48 + <int64_t> d * shape.n_col_blocks * g3 * _PANEL,
                               dh__nh, acc__r48)
-        cgru_team_wait(shape.barrier)      # the block's gradients dG are complete
+        cgru_barrier()      # the block's gradients dG are complete
         _back_block_gemms(shape, team, team_size, block_stop - block_start,
                           x__ri + block_start * i, hp__qh, dgi__q3h, dgh__q3h,
                           w_ih__di3h + <int64_t> d * i * g3,
@@ -195,7 +194,7 @@ cdef void _back_direction(const BackShape *shape, int d, int team, int team_size
                           dw_ih__di3h + <int64_t> d * i * g3,
                           dw_hh__dh3h + <int64_t> d * hidden * g3,
                           db_i__d3h + <int64_t> d * g3, db_h__d3h + <int64_t> d * g3)
-        cgru_team_wait(shape.barrier)      # the next block overwrites the workspace
+        cgru_barrier()      # the next block overwrites the workspace
         s0 = s1
 
 
@@ -265,9 +264,6 @@ cdef int _run_layer_backward(BackShape *shape, int n_threads, const int64_t *bat
         cgru_free(acc)
         return -1
 
-    cdef cgru_team_barrier barrier
-    cgru_team_barrier_init(&barrier)
-    shape.barrier = &barrier
     if n_threads == 1:
         _back_worker(shape, 0, 1, batch_sizes, offsets, lengths, x, out, save, gout, h0, w_ih,
                      w_hh, bpanels, dh, dx, dw_ih, dw_hh, db_i, db_h, dgi, dgh, hp, acc)
@@ -276,8 +272,6 @@ cdef int _run_layer_backward(BackShape *shape, int n_threads, const int64_t *bat
             _back_worker(shape, omp_get_thread_num(), omp_get_num_threads(), batch_sizes,
                          offsets, lengths, x, out, save, gout, h0, w_ih, w_hh, bpanels, dh, dx,
                          dw_ih, dw_hh, db_i, db_h, dgi, dgh, hp, acc)
-            # the team's last wait is ours: OpenMP's join would spin on a late thread's core
-            cgru_team_wait(&barrier)
     cgru_free(offsets); cgru_free(lengths); cgru_free(dgi); cgru_free(dgh); cgru_free(hp)
     cgru_free(acc)
     return 0

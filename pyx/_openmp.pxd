@@ -6,7 +6,3 @@ cdef extern from "cgru_openmp.h":
     int omp_get_max_threads() noexcept nogil
     int omp_get_num_threads() noexcept nogil
     void cgru_barrier() noexcept nogil
-    ctypedef struct cgru_team_barrier:
-        pass
-    void cgru_team_barrier_init(cgru_team_barrier *b) noexcept nogil
-    void cgru_team_wait(cgru_team_barrier *b) noexcept nogil
