@@ -216,6 +216,10 @@ def numpy_cost(rounds, calls, rng):
                     cgru.share_blas_threads()
                 else:
                     cgru.share_blas_threads(False)
+                # let the other pool's threads finish spinning (OpenBLAS's spin 2^28 ticks,
+                # 0.12 s here): timed at once, a product found them holding a core (1000^3
+                # float32 on cgru's pool 25.8 ms in the same process, 10.8 in its own)
+                time.sleep(0.3)
                 for name, run in products:
                     run()
                     for _ in range(calls):
