@@ -161,7 +161,7 @@ def plan(shape, rows, batch_sizes, task="forward", precision=None):
         # the fused projection needs every tile on the panel path
         fused = precision is None and FUSE_MIN_ROWS <= batch <= min(FUSE_MAX_ROWS, panel_max_rows)
     if n_threads > 1 and load_adaptive():
-        # after every other limit: the check reads /proc (about 3 us), not worth it for 1
+        # after every other limit: the check reads /proc (9 us), not worth it for 1 thread
         n_threads = free_threads(n_threads)
     # Each direction's team splits the sequences when each of the largest team's threads
     # gets MIN_ROWS_PER_THREAD of them, or there are fewer unit blocks than threads; else the
