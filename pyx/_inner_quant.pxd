@@ -3,6 +3,7 @@
 cdef extern from "cgru_quant.h":
     int CGRU_QI_ROWS
     const char *CGRU_BF16_PRODUCT      # what the products compile to in this build (cgru info)
+    int CGRU_BF16_ROWS                 # rows of h per pass over a bfloat16 panel
     const char *CGRU_QI_PRODUCT
     void cgru_bf16_panel_product(int rows, int K, const float *h, long ldh,
                                  const unsigned int *panel, float *acc,

@@ -22,8 +22,8 @@
 
 from libc.stdint cimport int8_t, int16_t, uint16_t, uint32_t
 
-from _inner_quant cimport (CGRU_BF16_PRODUCT, CGRU_QI_PRODUCT, CGRU_QI_ROWS,
-                           cgru_bf16_panel_product, cgru_dequantize_acc, cgru_int8_panel_product,
+from _inner_quant cimport (CGRU_BF16_PRODUCT, CGRU_BF16_ROWS, CGRU_QI_PRODUCT,
+                           CGRU_QI_ROWS, cgru_bf16_panel_product, cgru_dequantize_acc, cgru_int8_panel_product,
                            cgru_quantize_rows)
 
 QUANT_ROWS_INT8 = CGRU_QI_ROWS      # rows of the int8 register block (cgru/quantized.py)
@@ -86,7 +86,7 @@ cdef void _quant_tile_product(const Shape *shape, int d, int k, int b0, int b1,
             kn = min(<int> _Q_CHUNK, hidden - kc)
             b = b0
             while b < b1:
-                rows = min(CGRU_PANEL_ROWS_F, b1 - b)
+                rows = min(CGRU_BF16_ROWS, b1 - b)
                 cgru_bf16_panel_product(rows, kn, h_prev + <int64_t> b * ld_prev + kc, ld_prev,
                                         words + <int64_t> (kc // 2) * _PANEL,
                                         acc__r48 + <int64_t> (b - b0) * _PANEL, kc > 0)

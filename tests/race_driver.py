@@ -82,7 +82,9 @@ REFERENCE_TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-10}
 QUANT_TOL = {"bfloat16": 5e-6, "int8": 5e-3}
 
 DEFAULTS = {name: getattr(policy, name) for name in
-            ("FUSE_MAX_ROWS", "FUSE_MIN_ROWS", "PANEL_MAX_ROWS", "MIN_ROWS_PER_THREAD",
+            ("FUSE_MAX_ROWS", "FUSE_MIN_ROWS", "PANEL_MAX_ROWS", "BACKWARD_PANEL_MAX_ROWS",
+             "PANEL_MAX_ROWS_FLOAT64",
+             "MIN_ROWS_PER_THREAD",
              "PROJECTION_WORKSPACE_BYTES", "BACKWARD_WORKSPACE_BYTES",
              "MIN_FLOPS_FOR_THREADS")}
 
@@ -97,6 +99,11 @@ def configure(config, hidden, batch, itemsize):
     # on its panels (cgru/quantized.py)
     policy.QUANT_PANEL_MAX_ROWS["bfloat16"] = config.get("PANEL_MAX_ROWS",
                                                             DEFAULTS["PANEL_MAX_ROWS"])
+    # the backward's recurrent product follows the configuration's panels-or-BLAS too
+    policy.BACKWARD_PANEL_MAX_ROWS = config.get("PANEL_MAX_ROWS",
+                                                DEFAULTS["BACKWARD_PANEL_MAX_ROWS"])
+    policy.PANEL_MAX_ROWS_FLOAT64 = config.get("PANEL_MAX_ROWS",
+                                               DEFAULTS["PANEL_MAX_ROWS_FLOAT64"])
     for name, value in config.items():
         if name == "STEPS_PER_BLOCK":       # workspace bytes giving blocks of that many steps
             policy.PROJECTION_WORKSPACE_BYTES = value * 3 * hidden * itemsize * batch

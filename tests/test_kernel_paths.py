@@ -28,6 +28,7 @@ def test_paths_match_reference(monkeypatch, rng, path, dtype):
     monkeypatch.setattr(policy, "FUSE_MAX_ROWS", fuse)
     monkeypatch.setattr(policy, "FUSE_MIN_ROWS", 1)
     monkeypatch.setattr(policy, "PANEL_MAX_ROWS", panel)
+    monkeypatch.setattr(policy, "PANEL_MAX_ROWS_FLOAT64", panel)
     monkeypatch.setattr(policy, "MIN_ROWS_PER_THREAD", min_rows)
     for (batch, hidden, bidirectional), threads in itertools.product(
             [(1, 20, False), (7, 33, True), (19, 16, False)], [1, 2, 3]):
@@ -98,6 +99,7 @@ def test_a_rows_result_does_not_depend_on_its_position(monkeypatch, rng, path, d
     monkeypatch.setattr(policy, "FUSE_MAX_ROWS", fuse)
     monkeypatch.setattr(policy, "FUSE_MIN_ROWS", 1)
     monkeypatch.setattr(policy, "PANEL_MAX_ROWS", panel)
+    monkeypatch.setattr(policy, "PANEL_MAX_ROWS_FLOAT64", panel)
     monkeypatch.setattr(policy, "MIN_ROWS_PER_THREAD", min_rows)
     if path.startswith("gemm"):     # a few ulps of values below 1 in magnitude
         def assert_same(got, want):
@@ -121,7 +123,7 @@ def test_a_rows_result_does_not_depend_on_its_position(monkeypatch, rng, path, d
         assert_same(shuffled_packed_h, packed_h[:, order])
 
 
-BACKWARD_PATHS = {  # name: (PANEL_MAX_ROWS, BACKWARD_WORKSPACE_BYTES)
+BACKWARD_PATHS = {  # name: (BACKWARD_PANEL_MAX_ROWS, BACKWARD_WORKSPACE_BYTES)
     "panels, one block": (10**6, 8 << 20),
     "blas, one block": (0, 8 << 20),
     "panels, one-step blocks": (10**6, 1),
@@ -135,7 +137,8 @@ def test_backward_paths_match_reference(monkeypatch, rng, path, dtype):
     # The backward's recurrent product from panels or BLAS, its weight gradients over one block
     # or one block per step (two barriers each), on 1 to 3 threads.
     panel, workspace = BACKWARD_PATHS[path]
-    monkeypatch.setattr(policy, "PANEL_MAX_ROWS", panel)
+    monkeypatch.setattr(policy, "BACKWARD_PANEL_MAX_ROWS", panel)
+    monkeypatch.setattr(policy, "PANEL_MAX_ROWS_FLOAT64", panel)
     monkeypatch.setattr(policy, "BACKWARD_WORKSPACE_BYTES", workspace)
     tol = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}[np.dtype(dtype)]
     for (batch, hidden, bidirectional), threads in itertools.product(

@@ -29,7 +29,7 @@ from sklearn.preprocessing import FunctionTransformer  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import cgru  # noqa: E402
-from cgru._engine import kernel  # noqa: E402
+from cgru._engine import policy  # noqa: E402
 from cgru.sklearn import GRUClassifier, GRURegressor, GRUTransformer  # noqa: E402
 from reference import gru_reference  # noqa: E402
 
@@ -153,11 +153,11 @@ def digits_classifier(digits):
 def test_sklearn_estimator_checks(estimator, check):
     name = getattr(check, "func", check).__name__
     if name == "check_methods_sample_order_invariance" and cgru.get_num_threads() == 1 \
-            and kernel.PANEL_ROWS_FLOAT < 8:
-        # On AVX2 and the baseline build, tiles of more than 16 rows multiply W_hh through
-        # OpenBLAS, whose Haswell kernels round a row by its place in the call (see
-        # test_kernel_paths): at one thread the check's 20 samples form one such tile and a
-        # shuffled batch may move a probability by an ulp, past the check's rtol of 1e-7.
+            and policy.PANEL_MAX_ROWS < 20:
+        # On the baseline build, tiles of more than 16 rows multiply W_hh through OpenBLAS,
+        # whose Haswell kernels round a row by its place in the call (see test_kernel_paths):
+        # at one thread the check's 20 samples form one such tile and a shuffled batch may
+        # move a probability by an ulp, past the check's rtol of 1e-7.
         pytest.xfail("one ulp through OpenBLAS's position-dependent rounding at 1 thread")
     check(estimator)
 
@@ -974,9 +974,10 @@ def test_dropout_trains_in_train_mode_and_predicts_in_eval_mode():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_predictions_do_not_depend_on_sample_order(dtype):
     # 41 rows: full register blocks and a partial one, on one thread or two. Bit for bit where
-    # the kernel's panels do every product (AVX-512 builds; tests/test_kernel_paths.py); on
-    # AVX2 builds 41 rows take OpenBLAS's GEMMs, whose Haswell kernels round a row by its place
-    # in the call (an ulp; measured in test_kernel_paths), which the steps carry on: within
+    # the kernel's panels do every product (AVX-512 and AVX2 builds in float32;
+    # tests/test_kernel_paths.py); where 41 rows take OpenBLAS's GEMMs (the baseline build,
+    # float64 on AVX2), whose Haswell kernels round a row by its place in the call (an ulp;
+    # measured in test_kernel_paths), the steps carry it on: within
     # 8 float eps of each other (measured: 0.3 eps in float32), where scikit-learn's own
     # check_methods_sample_order_invariance (run on small data in the estimator checks) asks
     # rtol 1e-7.

@@ -22,10 +22,15 @@ PROJECTION_WORKSPACE_BYTES = 4 << 20
 # than OpenBLAS from 2 to 128 rows at H = 256 and 512, 0.9-1.4x at H = 128, and (k-blocked,
 # projection fused) 3-5% faster at 256 rows, H = 512 (S6), where OpenBLAS spends 12% of its
 # time re-packing the weights on every call.
-# That holds where the register block is 8 rows (AVX-512). With AVX2's 2-row block (AMD EPYC
-# Zen 2, 1 thread), OpenBLAS won from 32 rows: S5 576 -> 333 ms and S6 915 -> 471 ms with 16
-# as the limit (and the fused projection below held to it), S2-S4 unchanged or faster.
-PANEL_MAX_ROWS = 256 if kernel.PANEL_ROWS_FLOAT >= 8 else 16
+# That holds where the register block is 8 rows (AVX-512), and with AVX2's 4-row block (two
+# passes of 24 columns; AMD EPYC Zen 2, 1 thread, forward, limits interleaved in one process,
+# 16 -> 256): S4 9.4 -> 6.0 ms, S8 23.0 -> 13.3, S5 332 -> 284, S6 485 -> 450, S2 and S3 the
+# same. (AVX2's earlier 2-row block lost to OpenBLAS from 32 rows, hence 16 then; the
+# baseline build's 1-row block keeps it.)
+PANEL_MAX_ROWS = 256 if kernel.PANEL_ROWS_FLOAT >= 4 else 16
+# float64: a 4-row block with AVX-512, else 1 row (AVX2 holds one row of 48 doubles): BLAS from
+# 16 rows there, as float32's 2-row block had it.
+PANEL_MAX_ROWS_FLOAT64 = 256 if kernel.PANEL_ROWS_DOUBLE >= 4 else 16
 # A team of threads splits the sequences when each thread gets at least this many (no barrier
 # per step), else the hidden units of every step (each thread keeps its slice of the weights,
 # and full 8-row register blocks, one barrier per step). 2 threads: S3 (4 rows each) units
@@ -60,6 +65,13 @@ BLAS_SINGLE_THREAD_WORK = 65536 * 4
 # row) take about this many bytes per direction: its weight-gradient GEMMs then have thousands
 # of rows (S6: 585, S5: 1170), while the workspace stays bounded however long the sequence.
 BACKWARD_WORKSPACE_BYTES = 8 << 20
+# The backward's per-step dL/dh(t-1) += dG_h @ W_hh: tiles of at most this many rows by the
+# register-blocked panels, larger ones by BLAS. AVX2 (AMD EPYC Zen 2, 1 thread, backward
+# alone, limits 16 / 64 / 256 interleaved in one process): S4 (32-row tiles) 15.0 / 12.8 /
+# 12.6 ms, S8 (64) 30.5 / 26.5 / -, S5 (64) 797 / 737 / -, but S6 (256) 834 / - / 971: BLAS
+# from 256 rows. With AVX-512's 8-row block, the forward's limit.
+BACKWARD_PANEL_MAX_ROWS = PANEL_MAX_ROWS if kernel.PANEL_ROWS_FLOAT >= 8 else min(PANEL_MAX_ROWS,
+                                                                                  64)
 
 # -- reduced precision ---------------------------------------------------------------------------
 
@@ -69,7 +81,8 @@ BACKWARD_WORKSPACE_BYTES = 8 << 20
 # 61.1, S5 (64) 396 / 405, S6 (256) 949 / 873; with AVX-512's 8-row block, float32's limit.
 # int8: the panels always (they beat sgemm on the per-step product), so that the result never
 # depends on the tile size (the thread count, the batch).
-QUANT_PANEL_MAX_ROWS = {"bfloat16": max(PANEL_MAX_ROWS, 64), "int8": 1 << 30}
+QUANT_PANEL_MAX_ROWS = {"bfloat16": 256 if kernel.PANEL_ROWS_FLOAT >= 8 else 64,
+                        "int8": 1 << 30}
 # int8 input projections: False runs them as float32 sgemm through the dequantized weights (the
 # inputs not rounded), True as int8 products (pmaddwd panels) on inputs quantized per row like
 # h. On AVX2 (AMD EPYC Zen 2, no VNNI; interleaved in one process, 1 thread) int8 products were
@@ -146,7 +159,9 @@ def plan(shape, rows, batch_sizes, task="forward", precision=None):
         steps_per_block = max(1, BACKWARD_WORKSPACE_BYTES // (7 * shape.hidden * shape.itemsize
                                                              * batch))
         gemm_rows = rows
-        panel_max_rows = PANEL_MAX_ROWS
+        panel_max_rows = BACKWARD_PANEL_MAX_ROWS
+        if shape.dtype_name == "float64":
+            panel_max_rows = min(panel_max_rows, PANEL_MAX_ROWS_FLOAT64)
         fused = False
     else:
         n_steps = len(batch_sizes)
@@ -155,7 +170,12 @@ def plan(shape, rows, batch_sizes, task="forward", precision=None):
             n_threads = min(n_threads, shape.dirs * max(batch, shape.unit_blocks))
         steps_per_block = max(1, PROJECTION_WORKSPACE_BYTES // (3 * shape.hidden * shape.itemsize
                                                                * batch))
-        panel_max_rows = PANEL_MAX_ROWS if precision is None else QUANT_PANEL_MAX_ROWS[precision]
+        if precision is not None:
+            panel_max_rows = QUANT_PANEL_MAX_ROWS[precision]
+        elif shape.dtype_name == "float64":
+            panel_max_rows = PANEL_MAX_ROWS_FLOAT64
+        else:
+            panel_max_rows = PANEL_MAX_ROWS
         gemm_rows = max(min(steps_per_block, n_steps) * batch,
                         batch if batch > panel_max_rows else 0)
         # the fused projection needs every tile on the panel path

@@ -16,7 +16,7 @@
 #define CGRU_PANEL_ROWS_F 8    /* 8 x 3 = 24 of AVX-512's 32 registers accumulate */
 #define CGRU_PANEL_ROWS_D 4    /* 4 x 6 = 24: a double row of 48 takes 6 registers */
 #elif defined(__AVX2__)
-#define CGRU_PANEL_ROWS_F 2    /* 2 x 6 = 12 of AVX2's 16 registers */
+#define CGRU_PANEL_ROWS_F 4    /* 4 x 3 = 12 of AVX2's 16 registers, two passes of 24 columns */
 #define CGRU_PANEL_ROWS_D 1
 #else
 #define CGRU_PANEL_ROWS_F 1    /* SSE2's 16 registers hold one row of 48 floats */
@@ -28,6 +28,18 @@
    (4 cycles) every step of k (batch-1 steps 1.4x faster with two chains here). */
 #define CGRU_CHAINS(T, R) (12 * CGRU_VECTOR_BYTES / (R * CGRU_PANEL * (int)sizeof(T)) > 1 \
                            ? 12 * CGRU_VECTOR_BYTES / (R * CGRU_PANEL * (int)sizeof(T)) : 1)
+/* Accumulator registers a kernel may hold: 24 of AVX-512's 32, 12 of the 16 of AVX2 and
+   SSE2 (the rest hold the panel's vectors and the broadcast h values). */
+#if defined(__AVX512F__)
+#define CGRU_MAX_ACCUMULATORS 24
+#else
+#define CGRU_MAX_ACCUMULATORS 12
+#endif
+/* Vectors of the 48 columns one pass over the panel covers: all of them, or half where the
+   rows' accumulators would not fit (AVX2's 4 rows: two passes of 24 columns, each reading
+   its half of the panel once for 4 rows where the 2-row kernel read all of it for 2: half
+   the panel traffic from L2, for the same sums in the same order). */
+#define CGRU_PASS_VECTORS(S, R, NV) ((S) * (R) * (NV) <= CGRU_MAX_ACCUMULATORS ? (NV) : (NV) / 2)
 /* NAME: the kernel's name suffix; CHAINS: its S (CGRU_CHAINS(T, R), or 1 for the
    single-chain kernels of cgru_panel_tile below) */
 #define CGRU_PANEL_ROWS_KERNEL(T, R, NAME, CHAINS)                                        \
@@ -35,7 +47,9 @@ static inline void cgru_panel_##T##_##NAME(int K, const T *restrict h, long ldh,
                                            const T *restrict panel, T *restrict acc,      \
                                            int accumulate) {                              \
     typedef cgru_v##T V;                                                                  \
-    enum { S = CHAINS, VL = CGRU_LANES(T), NV = CGRU_PANEL / VL };                        \
+    enum { S = CHAINS, VL = CGRU_LANES(T), NV_ALL = CGRU_PANEL / VL,                      \
+           NV = CGRU_PASS_VECTORS(CHAINS, R, NV_ALL) };                                   \
+    for (int pass = 0; pass < NV_ALL / NV; pass++, panel += NV * VL, acc += NV * VL) {    \
     V a[S][R][NV];                                                                        \
     CGRU_ACC_START(V, a, S, R, NV, VL, acc, accumulate)                                   \
     /* Rows addressed from two moving pointers (rows 0-3 and 4-7) plus fixed multiples of \
@@ -68,6 +82,7 @@ static inline void cgru_panel_##T##_##NAME(int K, const T *restrict h, long ldh,
             CGRU_UNROLL for (int s = 1; s < S; s++) total += a[s][m][v];                  \
             *(V *)(acc + m * CGRU_PANEL + v * VL) = total;                                \
         }                                                                                 \
+    }                                                                                     \
 }
 /* One kernel per row count, so that the rows left over after the blocks of 8 (a packed
    batch shrinks one sequence at a time) take one pass over the panel, not up to three

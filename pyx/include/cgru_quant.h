@@ -24,6 +24,15 @@
 #endif
 
 /* ---- bfloat16 ------------------------------------------------------------------------- */
+/* Rows of h per pass over a panel: every column's accumulators in registers (AVX-512: 8 x 3;
+   AVX2: 2 x 6 of its 16 registers, beside the weights being widened) */
+#if defined(__AVX512F__)
+#define CGRU_BF16_ROWS 8
+#elif defined(__AVX2__)
+#define CGRU_BF16_ROWS 2
+#else
+#define CGRU_BF16_ROWS 1
+#endif
 typedef uint32_t cgru_vword __attribute__((vector_size(CGRU_VECTOR_BYTES), aligned(4)));
 /* Two chains per accumulator for a single row (the even and the odd weights), so that 12
    chains of FMAs are in flight as in the float32 kernel; with two rows or more, one. */
@@ -78,12 +87,12 @@ CGRU_BF16_ROWS_KERNEL(2)
 CGRU_BF16_ROWS_KERNEL(1)
 #define CGRU_BF16_CASE(R)                                                                 \
     case R:                                                                               \
-        if (CGRU_PANEL_ROWS_F >= R) {                                                     \
+        if (CGRU_BF16_ROWS >= R) {                                                        \
             cgru_bf16_panel_##R(K, h, ldh, panel, acc, accumulate);                       \
             return;                                                                       \
         }                                                                                 \
         break;
-/* acc[m][c] (+)= sum_k h[m * ldh + k] * W[k][c], 1 <= rows <= CGRU_PANEL_ROWS_F */
+/* acc[m][c] (+)= sum_k h[m * ldh + k] * W[k][c], 1 <= rows <= CGRU_BF16_ROWS */
 static inline void cgru_bf16_panel_product(int rows, int K, const float *restrict h,
                                            long ldh, const uint32_t *restrict panel,
                                            float *restrict acc, int accumulate) {
