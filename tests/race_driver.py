@@ -97,8 +97,8 @@ def configure(config, hidden, batch, itemsize):
     policy.FUSE_MIN_ROWS = 1
     # bfloat16 tiles on the stored panels or on BLAS as the float configuration's; int8 always
     # on its panels (cgru/quantized.py)
-    policy.QUANT_PANEL_MAX_ROWS["bfloat16"] = config.get("PANEL_MAX_ROWS",
-                                                            DEFAULTS["PANEL_MAX_ROWS"])
+    policy.QUANT_PANEL_MAX_ROWS = dict(policy.QUANT_PANEL_MAX_ROWS, bfloat16=config.get(
+        "PANEL_MAX_ROWS", DEFAULTS["PANEL_MAX_ROWS"]))
     # the backward's recurrent product follows the configuration's panels-or-BLAS too
     policy.BACKWARD_PANEL_MAX_ROWS = config.get("PANEL_MAX_ROWS",
                                                 DEFAULTS["BACKWARD_PANEL_MAX_ROWS"])

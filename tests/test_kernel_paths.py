@@ -161,3 +161,18 @@ def test_backward_paths_match_reference(monkeypatch, rng, path, dtype):
             cgru.PackedSequence(grads["input"], out.batch_sizes, out.sorted_indices,
                                 out.unsorted_indices), total_length=int(lengths.max()))[0]
         assert_grads_close(grads, want, tol, f"{path}, {threads} threads")
+
+
+def test_plans_follow_the_thresholds(monkeypatch):
+    """plan() remembers its plans; setting a threshold makes them again."""
+    shape = policy.stack_shape(8, 32, 1, 1, np.dtype(np.float32))
+    sizes = cgru._engine.dense_batch_sizes(5, 12)
+    first = policy.plan(shape, 60, sizes)
+    assert policy.plan(shape, 60, sizes) is first
+    monkeypatch.setattr(policy, "PANEL_MAX_ROWS", 3)
+    monkeypatch.setattr(policy, "PANEL_MAX_ROWS_FLOAT64", 3)
+    assert policy.plan(shape, 60, sizes).panel_max_rows == 3
+    monkeypatch.setattr(policy, "FUSE_MAX_ROWS", 0)
+    assert not policy.plan(shape, 60, sizes).fused
+    with pytest.raises(TypeError):
+        policy.QUANT_PANEL_MAX_ROWS["int8"] = 1     # the tables change only by setting them

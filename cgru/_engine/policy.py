@@ -5,6 +5,8 @@ The kernel (pyx/) executes a Plan and decides nothing itself beyond safety clamp
 the forward of vjp, backward, the reduced-precision path and the packing copies all ask here.
 """
 import contextlib
+import sys
+import types
 from typing import NamedTuple
 
 from .blas_threads import blas_single_threaded
@@ -50,7 +52,8 @@ FUSE_MAX_ROWS = min(256, PANEL_MAX_ROWS)
 # different orders, and a row's result would depend on its place in the batch).
 # float64 takes the float register block too, as the kernel did before it was told (a double
 # block is half as many rows: not measured, so not changed).
-PROJECTION_PANEL_ROWS = {"float32": kernel.PANEL_ROWS_FLOAT, "float64": kernel.PANEL_ROWS_FLOAT}
+PROJECTION_PANEL_ROWS = types.MappingProxyType({"float32": kernel.PANEL_ROWS_FLOAT,
+                                               "float64": kernel.PANEL_ROWS_FLOAT})
 # Below this much work a call runs on one thread: opening a parallel region costs about 2 us,
 # more than a one-step call's whole compute (S1: 9 us on 2 threads, 7 us on 1).
 MIN_FLOPS_FOR_THREADS = 1 << 20
@@ -81,8 +84,8 @@ BACKWARD_PANEL_MAX_ROWS = PANEL_MAX_ROWS if kernel.PANEL_ROWS_FLOAT >= 8 else mi
 # 61.1, S5 (64) 396 / 405, S6 (256) 949 / 873; with AVX-512's 8-row block, float32's limit.
 # int8: the panels always (they beat sgemm on the per-step product), so that the result never
 # depends on the tile size (the thread count, the batch).
-QUANT_PANEL_MAX_ROWS = {"bfloat16": 256 if kernel.PANEL_ROWS_FLOAT >= 8 else 64,
-                        "int8": 1 << 30}
+QUANT_PANEL_MAX_ROWS = types.MappingProxyType({
+    "bfloat16": 256 if kernel.PANEL_ROWS_FLOAT >= 8 else 64, "int8": 1 << 30})
 # int8 input projections: False runs them as float32 sgemm through the dequantized weights (the
 # inputs not rounded), True as int8 products (pmaddwd panels) on inputs quantized per row like
 # h. On AVX2 (AMD EPYC Zen 2, no VNNI; interleaved in one process, 1 thread) int8 products were
@@ -146,6 +149,14 @@ class Plan(NamedTuple):
 _new_plan = tuple.__new__    # (NamedTuple's generated __new__ costs a microsecond of S1's 8)
 
 
+# Plans already made, by everything they depend on but this module's thresholds: a one-step
+# call repeats its predecessor's, and making one costs 2 us of S1's 18. Setting any attribute
+# of this module (a test's monkeypatch included) empties it (_PolicyModule below); the two
+# tables above are read-only, so that a threshold changes only that way.
+_PLANS = {}
+_PLANS_MAX = 1024
+
+
 def plan(shape, rows, batch_sizes, task="forward", precision=None):
     """The Plan of a call over `rows` packed rows with these batch_sizes ((L,) int64,
     non-increasing, summing to rows).
@@ -153,8 +164,29 @@ def plan(shape, rows, batch_sizes, task="forward", precision=None):
     task: "forward" (also the forward of vjp) or "backward"; precision: None for float
     weights, else "bfloat16" or "int8" (forward only).
     """
-    batch = int(batch_sizes[0])
-    n_threads = get_num_threads() if rows * shape.flops_per_row >= MIN_FLOPS_FOR_THREADS else 1
+    threads = get_num_threads() if rows * shape.flops_per_row >= MIN_FLOPS_FOR_THREADS else 1
+    key = (shape, rows, int(batch_sizes[0]), len(batch_sizes), threads, task, precision)
+    made = _PLANS.get(key)
+    if made is None:
+        made = _remember(key)
+    if made.n_threads > 1 and load_adaptive():
+        # after every other limit: the check reads /proc (9 us), not worth it for 1 thread
+        free = free_threads(made.n_threads)
+        if free != made.n_threads:
+            key = key[:4] + (free,) + key[5:]
+            made = _PLANS.get(key) or _remember(key)
+    return made
+
+
+def _remember(key):
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    made = _PLANS[key] = _make_plan(*key)
+    return made
+
+
+def _make_plan(shape, rows, batch, n_steps, n_threads, task, precision):
+    """plan()'s Plan for a call of n_threads threads at most."""
     if task == "backward":
         steps_per_block = max(1, BACKWARD_WORKSPACE_BYTES // (7 * shape.hidden * shape.itemsize
                                                              * batch))
@@ -164,7 +196,6 @@ def plan(shape, rows, batch_sizes, task="forward", precision=None):
             panel_max_rows = min(panel_max_rows, PANEL_MAX_ROWS_FLOAT64)
         fused = False
     else:
-        n_steps = len(batch_sizes)
         # no more threads than a direction has sequences or unit blocks to share out
         if n_threads > 1:
             n_threads = min(n_threads, shape.dirs * max(batch, shape.unit_blocks))
@@ -180,9 +211,6 @@ def plan(shape, rows, batch_sizes, task="forward", precision=None):
                         batch if batch > panel_max_rows else 0)
         # the fused projection needs every tile on the panel path
         fused = precision is None and FUSE_MIN_ROWS <= batch <= min(FUSE_MAX_ROWS, panel_max_rows)
-    if n_threads > 1 and load_adaptive():
-        # after every other limit: the check reads /proc (9 us), not worth it for 1 thread
-        n_threads = free_threads(n_threads)
     # Each direction's team splits the sequences when each of the largest team's threads
     # gets MIN_ROWS_PER_THREAD of them, or there are fewer unit blocks than threads; else the
     # hidden-unit blocks. One thread runs every direction alone, by rows.
@@ -206,3 +234,14 @@ def blas_guard(plan):
 def copy_threads(nbytes):
     """Threads for a packing utility's row copy of nbytes."""
     return get_num_threads() if nbytes >= COPY_THREADS_MIN_BYTES else 1
+
+
+class _PolicyModule(types.ModuleType):
+    """This module, whose plans are made again after any of its values is set."""
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        _PLANS.clear()
+
+
+sys.modules[__name__].__class__ = _PolicyModule
