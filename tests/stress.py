@@ -15,13 +15,14 @@ Every result is compared with one computed beforehand in the main thread, alone,
 cgru thread count (1 or 2; float32 results at other thread counts differ by about 1e-6), and
 must be equal bit for bit: at a fixed thread count the kernel's arithmetic is deterministic
 (checked first, by computing everything twice). A deadlock is reported, not waited for: if any
-worker makes no progress for --stall seconds, faulthandler prints every thread's traceback
-and the process exits with status 1 (it does that from its own C thread, so even a deadlock
-that holds the GIL is reported). Exit status 0 when every result was right.
+worker makes no progress for --stall seconds, the others are stopped, every thread's traceback
+is printed and the process exits with status 1 (a deadlock that holds the GIL: faulthandler,
+from its own C thread, after twice that). Exit status 0 when every result was right.
 """
 import argparse
 import copy
 import faulthandler
+import os
 import sys
 import threading
 import time
@@ -236,6 +237,20 @@ def _inject(kind, w):
         w["gru"].weight_hh_l0 = w["gru"].weight_hh_l0 * np.float32(1.001)
 
 
+def _report_stall(pool, alive, now, seen, stall, stop):
+    """Stop the workers that still move, print every thread's traceback, exit with status 1."""
+    stuck = [pool[i].name for i in alive if now[i] <= seen[i]]
+    stop.set()
+    for thread in pool:
+        if thread.name not in stuck:
+            thread.join(timeout=stall)
+    sys.stdout.flush()
+    print(f"Timeout: {', '.join(stuck)} made no progress for {stall:g} s", file=sys.stderr)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    sys.stderr.flush()
+    os._exit(1)
+
+
 def run(duration=60.0, threads=4, stall=60.0, seed=0, inject=None, out=sys.stdout):
     """Run the stress test; print a summary to `out`; return a dict ("passed")."""
     w = build(seed)
@@ -255,18 +270,26 @@ def run(duration=60.0, threads=4, stall=60.0, seed=0, inject=None, out=sys.stdou
                              args=(i, w, expected, deadline, stop, progress, counts, failures,
                                    inject))
             for i in range(threads)]
-    faulthandler.dump_traceback_later(stall, exit=True)
+    # Two watchdogs. This loop's: a worker without progress for `stall` seconds stops the
+    # others, and once they have finished their calls, every thread's traceback is printed
+    # (dumping the stacks of threads still running Python can crash the interpreter:
+    # faulthandler reads them without the GIL). faulthandler's own, at twice that, from its C
+    # thread: for a deadlock that holds the GIL, where this loop cannot run.
+    faulthandler.dump_traceback_later(2 * stall, exit=True)
     started = time.perf_counter()
     for thread in pool:
         thread.start()
     seen = list(progress)
+    last_move = time.monotonic()
     while any(thread.is_alive() for thread in pool):
         time.sleep(0.5)
         now = list(progress)
         alive = [i for i, thread in enumerate(pool) if thread.is_alive()]
         if all(now[i] > seen[i] for i in alive):          # every live worker moved on
-            faulthandler.dump_traceback_later(stall, exit=True)
-            seen = now
+            faulthandler.dump_traceback_later(2 * stall, exit=True)
+            seen, last_move = now, time.monotonic()
+        elif time.monotonic() - last_move > stall:
+            _report_stall(pool, alive, now, seen, stall, stop)
     faulthandler.cancel_dump_traceback_later()
     elapsed = time.perf_counter() - started
     for thread in pool:
