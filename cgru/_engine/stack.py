@@ -10,7 +10,9 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import policy
+from .blas_threads import blas_single_threaded
 from .isa import kernel
+from .policy import NO_GUARD, plan
 from .recycle import recycled_empty
 
 # The kernel's float and double specializations, looked up once: calling a fused Cython function
@@ -87,12 +89,12 @@ class LayerStack:
         if not x.flags.aligned:
             x = _aligned_rows(x)
         rows = x.shape[0]
-        plan = policy.plan(self.shape, rows, batch_sizes, "forward", precision)
-        args = plan.kernel_args
+        call_plan = plan(self.shape, rows, batch_sizes, "forward", precision)
+        args = call_plan.kernel_args
         h0 = h_n.copy() if tape is not None else None
         last = self.num_layers - 1
         # (the guard inline: a function call is a tenth of S1's Python side)
-        with policy.blas_single_threaded() if plan.limit_blas else policy.NO_GUARD:
+        with blas_single_threaded() if call_plan.limit_blas else NO_GUARD:
             for layer in range(self.num_layers):
                 weights = layer_weights[layer]
                 states = h_n[layer * d:(layer + 1) * d]
@@ -124,11 +126,11 @@ class LayerStack:
         d, h = self.dirs, self.hidden
         grad_rows = _aligned_rows(grad_rows)
         rows, batch = grad_rows.shape[0], int(batch_sizes[0])
-        plan = policy.plan(self.shape, rows, batch_sizes, task="backward")
+        call_plan = plan(self.shape, rows, batch_sizes, task="backward")
         run_backward = self._backward_kernel
         grad_h0 = np.empty((d * self.num_layers, batch, h), dtype=self.dtype)
         layer_grads = [None] * self.num_layers
-        with policy.blas_guard(plan):
+        with policy.blas_guard(call_plan):
             for layer in reversed(range(self.num_layers)):
                 record = tape[layer]
                 inputs = record.x.shape[1]
@@ -141,7 +143,8 @@ class LayerStack:
                          np.zeros((d, 3 * h), dtype=self.dtype))
                 run_backward(record.x, record.weights, record.weights.back_panels, batch_sizes,
                              record.h0, record.out, record.save, grad_rows, dh, grad_x, *grads,
-                             plan.n_threads, plan.steps_per_block, plan.panel_max_rows)
+                             call_plan.n_threads, call_plan.steps_per_block,
+                             call_plan.panel_max_rows)
                 grad_h0[layer * d:(layer + 1) * d] = dh
                 layer_grads[layer] = grads
                 if not wants_grad_x:
