@@ -87,8 +87,9 @@ def test_shared_pool_without_a_full_openmp_team():
         print("ok")
     """)
     env = dict(os.environ, OMP_THREAD_LIMIT="1", OPENBLAS_NUM_THREADS="2")
+    # started in tests/: a checkout's uncompiled ./cgru must not shadow the cgru under test
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=env, timeout=120)
+                            env=env, timeout=120, cwd=os.path.dirname(os.path.abspath(__file__)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
