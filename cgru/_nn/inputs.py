@@ -105,7 +105,7 @@ class SequenceCall:
         if private_rows and x is input and np.may_share_memory(rows, input):
             rows = rows.copy()
         h0 = self._initial_state(hx, batch, batched)
-        return rows, dense_batch_sizes(seq_len, batch), h0, layout
+        return rows, layout.batch_sizes, h0, layout
 
     def _initial_state(self, hx, batch, batched):
         """h_0 as a new (D * num_layers, N, H) array of the module's dtype."""
@@ -185,7 +185,8 @@ class StepCall:
         if private_rows and borrowed and np.may_share_memory(rows, input):
             rows = rows.copy()
         h = self._initial_state(hx, batch, batched)
-        return rows, dense_batch_sizes(1, batch), h, cell_layout(batch, batched)
+        layout = cell_layout(batch, batched)
+        return rows, layout.batch_sizes, h, layout
 
     def _initial_state(self, hx, batch, batched):
         """h as a new (1, N, H) array (the kernel's layer-state layout)."""
@@ -212,11 +213,12 @@ class StepCall:
 class DenseLayout:
     """A padded batch: (L, N, C), (N, L, C) if batch_first, or (L, C) unbatched."""
 
-    __slots__ = ("seq_len", "batch", "batched", "batch_first")
+    __slots__ = ("seq_len", "batch", "batched", "batch_first", "batch_sizes")
 
     def __init__(self, seq_len, batch, batched, batch_first):
         self.seq_len, self.batch = seq_len, batch
         self.batched, self.batch_first = batched, batch_first
+        self.batch_sizes = dense_batch_sizes(seq_len, batch)    # the kernel's, shared
 
     def shape(self, channels):
         if not self.batched:
