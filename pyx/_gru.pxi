@@ -48,7 +48,8 @@ from libc.string cimport memcpy
 from _blas cimport gemm
 from _inner cimport (CGRU_PANEL_ROWS, CGRU_PANEL_ROWS_D, CGRU_PANEL_ROWS_F, cgru_alloc,
                      cgru_free, cgru_gate_rows_double, cgru_gate_rows_float,
-                     cgru_panel_tile_double, cgru_panel_tile_float, cgru_prefetch_rows)
+                     cgru_panel_tile_double, cgru_panel_tile_float, cgru_prefetch_rows,
+                     cgru_stream_fence)
 from _openmp cimport CGRU_OPENMP, cgru_barrier, omp_get_num_threads, omp_get_thread_num
 
 UNIT_BLOCK = 16          # hidden units per gate-column block; cgru/_layout.py reads it here
@@ -450,6 +451,8 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
         if split_rows and not shape.fused and s1 < n_steps:
             cgru_barrier()      # the next block's GEMM overwrites gi
         s0 = s1
+    if save__r4h != NULL:
+        cgru_stream_fence()     # the saved gates' non-temporal stores, before the next barrier
 
 
 cdef void _gather_final_states(const Shape *shape, const int64_t *batch_sizes,

@@ -5,6 +5,7 @@ cdef extern from "cgru_vec.h":
     void *cgru_alloc(size_t n) noexcept nogil
     void cgru_free(void *p) noexcept nogil
     void cgru_prefetch_rows(const void *p, long ld_bytes, int rows, long bytes) noexcept nogil
+    void cgru_stream_fence() noexcept nogil
 
 
 cdef extern from "cgru_gates.h":

@@ -176,3 +176,31 @@ def test_plans_follow_the_thresholds(monkeypatch):
     assert not policy.plan(shape, 60, sizes).fused
     with pytest.raises(TypeError):
         policy.QUANT_PANEL_MAX_ROWS["int8"] = 1     # the tables change only by setting them
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hidden", [32, 33])
+def test_saved_gates_streamed_or_stored_in_place(rng, dtype, hidden):
+    # vjp's forward streams the saved gates to memory four rows at a time when their rows are
+    # vector-aligned (hidden 32), else stores them in place (hidden 33); every count of rows
+    # per step from 9 down to 1 (packed), so groups of four and the rows left over.
+    lengths = np.repeat(np.arange(9, 0, -1), 5)[:9] * 5
+    batch, steps = len(lengths), int(lengths.max())
+    gru = cgru.GRU(6, hidden, 1, dtype=dtype, seed=hidden)
+    x = rng.standard_normal((steps, batch, 6)).astype(dtype)
+    grad_out = rng.standard_normal((steps, batch, hidden))
+    packed = cgru.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    for threads in (1, 2):
+        with cgru.use_threads(threads):
+            (out, _), backward = gru.vjp(packed)
+            grads = backward(cgru.pack_padded_sequence(grad_out, lengths,
+                                                       enforce_sorted=False).data)
+        save = backward._tape[0].save
+        assert save.nbytes >= 16 << 10 and save.ctypes.data % 64 == 0   # the aligned case
+        _, _, want = gru_reference_vjp(gru.state_dict(), x, None, 1, False, lengths, grad_out,
+                                       None)
+        grads["input"] = cgru.pad_packed_sequence(
+            cgru.PackedSequence(grads["input"], out.batch_sizes, out.sorted_indices,
+                                out.unsorted_indices), total_length=steps)[0]
+        tol = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}[np.dtype(dtype)]
+        assert_grads_close(grads, want, tol, f"hidden {hidden}, {threads} threads")

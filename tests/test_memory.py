@@ -83,7 +83,38 @@ def test_a_block_is_reused_only_when_no_array_uses_it():
 def test_free_list_is_bounded():
     arrays = [recycled_empty((8 << 20,), np.uint8) for _ in range(20)]   # 160 MB
     del arrays
-    assert _recycle._FREE.nbytes <= _recycle.FREE_LIST_MAX_BYTES
+    free = _recycle._FREE
+    assert free.nbytes <= free.limit() <= _recycle.FREE_LIST_MAX_BYTES
+    assert free.limit() >= _recycle.FREE_LIST_MIN_BYTES
+    free.clear()
+
+
+def test_free_list_keeps_no_more_than_was_leased_at_once(monkeypatch):
+    free = _recycle._FreeList()
+    monkeypatch.setattr(_recycle, "_FREE", free)
+    monkeypatch.setattr(_recycle, "FREE_LIST_MIN_BYTES", 4 << 20)
+    one = recycled_empty((3 << 20,), np.uint8)       # one 3 MB block: the limit stays 4 MB
+    del one
+    assert free.leased == 0 and free.limit() == 4 << 20 and free.nbytes == 3 << 20
+    many = [recycled_empty((3 << 20,), np.uint8) for _ in range(4)]    # 12 MB at once
+    assert free.leased == 12 << 20 and free.nbytes == 0
+    del many
+    # all four kept: the process had them leased together, so keeping them costs no new peak
+    assert free.limit() == 12 << 20 and free.nbytes == 12 << 20
+    big = recycled_empty((12 << 20,), np.uint8)      # the 3 MB blocks do not fit a 12 MB lease
+    del big                                           # so it is released, not kept beside them
+    assert free.peak_leased == 12 << 20 and free.nbytes == 12 << 20
+
+
+def test_large_blocks_are_kept_up_to_the_peak_then_reused():
+    # S6's 105 MB of saved gates exceeded a fixed 64 MB list and faulted in on every vjp
+    array = recycled_empty((100 << 20,), np.uint8)
+    address = array.ctypes.data
+    del array
+    again = recycled_empty((100 << 20,), np.uint8)
+    assert again.ctypes.data == address
+    del again
+    _recycle._FREE.clear()
 
 
 def test_recycled_results_from_many_python_threads():

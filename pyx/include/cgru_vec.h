@@ -66,6 +66,31 @@ typedef int64_t cgru_vdouble_bits __attribute__((vector_size(CGRU_VECTOR_BYTES))
 #define CGRU_SPLAT_PS(x) (x)      /* a scalar operand of a vector operation is broadcast */
 #define CGRU_SPLAT_PD(x) (x)
 #endif
+/* Non-temporal vector stores (to memory past the caches, no read of the line first) for the
+   saved gates of the backward pass (cgru_gates.h); p vector-aligned. cgru_stream_fence orders
+   them before what the thread stores next. */
+#if defined(__AVX512F__)
+#define CGRU_STREAM_float(p, v) _mm512_stream_ps((float *)(p), (__m512)(v))
+#define CGRU_STREAM_double(p, v) _mm512_stream_pd((double *)(p), (__m512d)(v))
+#elif defined(__AVX2__)
+#define CGRU_STREAM_float(p, v) _mm256_stream_ps((float *)(p), (__m256)(v))
+#define CGRU_STREAM_double(p, v) _mm256_stream_pd((double *)(p), (__m256d)(v))
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+#define CGRU_STREAM_float(p, v) _mm_stream_ps((float *)(p), (__m128)(v))
+#define CGRU_STREAM_double(p, v) _mm_stream_pd((double *)(p), (__m128d)(v))
+#else
+#define CGRU_STREAM_float(p, v) (*(cgru_vfloat *)(p) = (v))
+#define CGRU_STREAM_double(p, v) (*(cgru_vdouble *)(p) = (v))
+#endif
+#define CGRU_STREAM(T, p, v) CGRU_STREAM_##T(p, v)
+static inline void cgru_stream_fence(void) {
+#if defined(__SSE2__)
+    _mm_sfence();
+#else
+    __sync_synchronize();
+#endif
+}
 #define CGRU_FMA_float CGRU_FMA_PS
 #define CGRU_FMA_double CGRU_FMA_PD
 #define CGRU_SPLAT_float CGRU_SPLAT_PS
