@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 
-from ._engine import LayerStack, dropout_mask, pack_layer
+from ._engine import LayerStack, dropout_mask, pack_layer, recycled_copy
 from ._nn.checks import check_dropout, check_dtype, check_rng, check_size
 from ._nn.inputs import Call, SequenceCall
 from ._nn.parameters import ParameterModule
@@ -234,10 +234,20 @@ class GRU(SequenceCall, ParameterModule):
         tape = []
         rows = self._stack.forward(self._layer_weights, call.rows, call.batch_sizes, call.h0,
                                    dropout=self._dropout_in_use(), tape=tape)
-        names = [[self._parameter_names(layer, d) + [None] * (2 * (not self._bias))
-                  for d in range(self.num_directions)] for layer in range(self._num_layers)]
-        backward = Backward(self._stack, tape, call.batch_sizes, call.layout, names)
-        return call.layout.outputs(rows.copy(), call.h0), backward     # (the tape keeps rows)
+        backward = Backward(self._stack, tape, call.batch_sizes, call.layout,
+                            self._gradient_names())
+        return call.layout.outputs(recycled_copy(rows), call.h0), backward  # the tape keeps rows
+
+    def _gradient_names(self):
+        """Per layer and direction, the state_dict names of the kernel's four gradients
+        (None where there is no bias): fixed at construction, so built once (per call, they
+        were a sixth of a one-step vjp's Python)."""
+        names = self.__dict__.get("_gradient_name_table")
+        if names is None:
+            names = [[self._parameter_names(layer, d) + [None] * (2 * (not self._bias))
+                      for d in range(self.num_directions)] for layer in range(self._num_layers)]
+            self._gradient_name_table = names
+        return names
 
     def _dropout_in_use(self):
         """None, or shape -> the mask inverted dropout multiplies a layer's output rows by."""

@@ -23,7 +23,7 @@ from .pool import (load_adaptive, set_load_adaptive, share_blas_threads,
 from .quant_weights import (PRECISIONS, check_precision, dequantize, from_bfloat16,
                             pack_quant_layer, quantize_int8_rows, reduced_precision_kernels,
                             to_bfloat16)
-from .recycle import recycled_empty
+from .recycle import recycled_copy, recycled_empty, recycled_zeros
 from .stack import LayerStack, dense_batch_sizes, dropout_mask
 from .threads import (dask_worker_threads, get_num_threads, resolve_threads, set_num_threads,
                       usable_cores, use_threads, worker_threads_context)
@@ -34,7 +34,8 @@ __all__ = ["LayerStack", "PRECISIONS", "available_isas", "blas_controller", "che
            "find_openblas", "config", "cpu_features", "cpu_model", "dask_worker_threads",
            "dense_batch_sizes", "dequantize", "describe_blas", "dropout_mask", "from_bfloat16",
            "get_num_threads", "kernel", "load_adaptive", "pack_layer", "pack_quant_layer",
-           "quantize_int8_rows", "recycled_empty", "reduced_precision_kernels",
+           "quantize_int8_rows", "recycled_copy", "recycled_empty", "recycled_zeros",
+           "reduced_precision_kernels",
            "resolve_threads", "rows", "set_load_adaptive", "set_num_threads",
            "share_blas_threads", "shared_blas_libraries", "show_config", "to_bfloat16",
            "unpack_layer_grads", "usable_cores", "use_threads", "worker_threads_context"]

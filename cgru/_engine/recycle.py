@@ -49,6 +49,22 @@ def recycled_empty(shape, dtype):
     return np.asarray(_Lease(block, size_class, shape, dtype))
 
 
+def recycled_copy(array):
+    """A C-contiguous copy of `array`, large ones on recycled memory (vjp's private copies of
+    its input and output rows: fresh from NumPy, S4's 1.6 MB output faulted in on every call,
+    0.3 ms of a 4 ms vjp at two threads)."""
+    copy = recycled_empty(array.shape, array.dtype)
+    np.copyto(copy, array)
+    return copy
+
+
+def recycled_zeros(shape, dtype):
+    """np.zeros(shape, dtype) on recycled memory when large (the backward's gradients)."""
+    zeros = recycled_empty(shape, dtype)
+    zeros.fill(0)
+    return zeros
+
+
 def _size_class(nbytes):
     """nbytes rounded up to one of 8 sizes per power of two (at most 12.5% more)."""
     step = 1 << max(0, nbytes.bit_length() - 4)

@@ -13,7 +13,7 @@ from . import policy
 from .blas_threads import blas_single_threaded
 from .isa import kernel
 from .policy import NO_GUARD, plan
-from .recycle import recycled_empty
+from .recycle import recycled_empty, recycled_zeros
 
 # The kernel's float and double specializations, looked up once: calling a fused Cython function
 # through its dispatcher costs microseconds per call.
@@ -137,8 +137,8 @@ class LayerStack:
                 dh = np.array(grad_h_n[layer * d:(layer + 1) * d], dtype=self.dtype, order="C")
                 wants_grad_x = layer > 0 or input_grad
                 grad_x = recycled_empty((d, rows, inputs), self.dtype) if wants_grad_x else None
-                grads = (np.zeros((d, inputs, 3 * h), dtype=self.dtype),
-                         np.zeros((d, h, 3 * h), dtype=self.dtype),
+                grads = (recycled_zeros((d, inputs, 3 * h), self.dtype),
+                         recycled_zeros((d, h, 3 * h), self.dtype),
                          np.zeros((d, 3 * h), dtype=self.dtype),
                          np.zeros((d, 3 * h), dtype=self.dtype))
                 run_backward(record.x, record.weights, record.weights.back_panels, batch_sizes,

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._engine import dense_batch_sizes
+from .._engine import dense_batch_sizes, recycled_copy
 from ..packing import PackedSequence, as_packed, check_packed
 from .checks import as_float_array
 
@@ -89,7 +89,7 @@ class SequenceCall:
             layout = PackedLayout(batch_sizes, sorted_indices, unsorted_indices)
             _check_sizes(stack, len(batch_sizes), layout.batch, x.shape[1])
             if private_rows and np.may_share_memory(x, _as_array(input.data)):
-                x = x.copy()
+                x = recycled_copy(x)
             h0 = layout.state_to_kernel(self._initial_state(hx, layout.batch, batched=True))
             return x, batch_sizes, np.ascontiguousarray(h0), layout
         x = input if type(input) is np.ndarray and input.dtype == dtype \
@@ -103,7 +103,7 @@ class SequenceCall:
         layout = dense_layout(seq_len, batch, batched, self.batch_first)
         rows = layout.to_rows(x)
         if private_rows and x is input and np.may_share_memory(rows, input):
-            rows = rows.copy()
+            rows = recycled_copy(rows)
         h0 = self._initial_state(hx, batch, batched)
         return rows, layout.batch_sizes, h0, layout
 
@@ -183,7 +183,7 @@ class StepCall:
             raise ValueError("GRUCell: Expected a non-empty batch, got batch size 0")
         rows = np.ascontiguousarray(x)
         if private_rows and borrowed and np.may_share_memory(rows, input):
-            rows = rows.copy()
+            rows = recycled_copy(rows)
         h = self._initial_state(hx, batch, batched)
         layout = cell_layout(batch, batched)
         return rows, layout.batch_sizes, h, layout
