@@ -15,6 +15,12 @@ decode       a greedy seq2seq decoder written in NumPy around cgru (random weigh
 busy         a busy-loop process (multiprocessing) holds a core while cgru runs; each thread
              count against 1 thread.
 numpy        (on request) NumPy's own products with OpenBLAS's threads and on cgru's pool.
+estimators   (on request; scikit-learn) GRUClassifier fit (2 epochs) and predict, their NumPy
+             head between GRU calls, against the same with NumPy's OpenBLAS held at one thread
+             (where no thread of it can be left spinning): the ratio is what the head costs.
+dask         (on request; dask) a dask.array pipeline, a NumPy product per chunk before
+             cgru.dask.forward and one after, sync and threaded schedulers, against the same
+             with NumPy's OpenBLAS at one thread.
 
 --pool numpy runs the whole benchmark after cgru.share_blas_threads() (NumPy's OpenBLAS runs
 its threads on cgru's OpenMP pool), --adaptive after cgru.set_load_adaptive(True) (a call uses
@@ -23,6 +29,7 @@ Medians of every timed call of all rounds; the variants compared alternate withi
 so that load from elsewhere falls on all of them alike.
 """
 import argparse
+import contextlib
 import multiprocessing
 import os
 import sys
@@ -32,6 +39,7 @@ import numpy as np
 
 import cgru
 from cgru import GRU, GRUCell, QuantizedGRU, pack_sequence, use_threads
+from cgru.bench import numpy_blas_single_threaded
 
 HEAD_ROWS, HEAD_IN, HEAD_OUT = 2000, 256, 74
 
@@ -235,6 +243,75 @@ def numpy_cost(rounds, calls, rng):
     return rows
 
 
+# -- estimators and dask: against NumPy's OpenBLAS held at one thread -------------------------
+
+
+def _against_blas_at_one(variants, threads, rounds):
+    """variants: name -> function; rows (name, threads, ms, ms at one BLAS thread, ratio)."""
+    rows = []
+    for name, run in variants.items():
+        samples = {(n, one): [] for n in threads for one in (False, True)}
+        for r in range(rounds):
+            for n in threads:
+                for one in ((False, True) if r % 2 == 0 else (True, False)):
+                    with use_threads(n), (numpy_blas_single_threaded() if one
+                                          else contextlib.nullcontext()):
+                        t0 = time.perf_counter()
+                        run()
+                        samples[n, one].append(time.perf_counter() - t0)
+        for n in threads:
+            mine, ref = _median_ms(samples[n, False]), _median_ms(samples[n, True])
+            rows.append((name, n, mine, ref, mine / ref))
+    return rows
+
+
+def estimators(threads, rounds, quick, rng):
+    from cgru.sklearn import GRUClassifier
+    import warnings
+    n, steps, features = (300 if quick else 1500), 30, 16
+    X = rng.standard_normal((n, steps, features)).astype(np.float32)
+    y = (X[:, :, 0].sum(1) > 0).astype(int) + (X[:, :, 1].sum(1) > 0)
+    clf = GRUClassifier(hidden_size=128, max_iter=2, batch_size=64, random_state=0, tol=-1)
+
+    def fit():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(X, y)
+
+    fit()
+
+    def predict():
+        for _ in range(5):
+            clf.predict(X)
+
+    return n, steps, _against_blas_at_one({"fit (2 epochs)": fit, "predict x5": predict},
+                                          threads, rounds)
+
+
+def dask_pipeline(threads, rounds, quick, rng):
+    import dask
+    import dask.array as da
+    import cgru.dask
+    steps, batch, chunk = 50, (1024 if quick else 4096), 512
+    feats = da.from_array(rng.standard_normal((steps, batch, 256)).astype(np.float32),
+                          chunks=(steps, chunk, 256))
+    proj = rng.standard_normal((256, 64)).astype(np.float32)
+    head_w = rng.standard_normal((128, HEAD_OUT)).astype(np.float32)
+    gru = GRU(64, 128, seed=0)
+
+    def pipeline(scheduler):
+        x = feats.map_blocks(lambda b: b @ proj, chunks=(steps, chunk, 64), dtype=np.float32)
+        _, h_n = cgru.dask.forward(gru, x)
+        logits = h_n.map_blocks(lambda h: h @ head_w, chunks=(1, chunk, HEAD_OUT),
+                                dtype=np.float32)
+        with dask.config.set(scheduler=scheduler):
+            return float(logits.sum().compute())
+
+    return steps, batch, chunk, _against_blas_at_one(
+        {f"{s} scheduler": (lambda s=s: pipeline(s)) for s in ("sync", "threads")},
+        threads, rounds)
+
+
 def _table(header, rows, formats):
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
@@ -249,8 +326,8 @@ def main(argv=None):
     parser.add_argument("--threads", default="1,2", help="thread counts, first is the baseline")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--sections", default="interleaved,decode,busy",
-                        help="of interleaved,decode,busy,numpy (numpy: what sharing costs "
-                             "NumPy's own products)")
+                        help="of interleaved,decode,busy,numpy,estimators,dask (numpy: what "
+                             "sharing costs NumPy's own products)")
     parser.add_argument("--pool", choices=["default", "numpy"], default="default",
                         help="numpy: cgru.share_blas_threads() first")
     parser.add_argument("--adaptive", action="store_true",
@@ -297,6 +374,17 @@ def main(argv=None):
         if rows:
             _table(["product", "own threads", "cgru's pool", "ratio"], rows,
                    [str, "{:.3f}".format, "{:.3f}".format, "{:.2f}x".format])
+    header = ["", "threads", "ms", "NumPy's BLAS at 1 thread", "ratio"]
+    formats = [str, str, "{:.1f}".format, "{:.1f}".format, "{:.2f}x".format]
+    if "estimators" in sections:
+        n, steps, rows = estimators(threads, rounds, args.quick, rng)
+        print(f"## GRUClassifier (hidden 128), {n} sequences of {steps} steps (ms, medians)\n")
+        _table(header, rows, formats)
+    if "dask" in sections:
+        steps, batch, chunk, rows = dask_pipeline(threads, rounds, args.quick, rng)
+        print(f"## dask: NumPy product, cgru.dask.forward, NumPy head; {batch} sequences of "
+              f"{steps} steps in chunks of {chunk} (ms, medians)\n")
+        _table(header, rows, formats)
     if "busy" in sections:
         print("## a busy-loop process holds a core (ms per call, medians)\n")
         busy_cases = [c for c in cases if not c[0].startswith("T=1 N=500 ")][:4]

@@ -23,12 +23,12 @@ import numpy as np
 from ._bench_peers import (Case, Runner, cgru_runner, make_inputs, numpy_runner, onnx_file,
                            openvino_runner, ort_runner, torch_run, torch_runner)
 from ._engine import (blas_controller, cpu_features, cpu_model, kernel,
-                      reduced_precision_kernels, use_threads)
+                      numpy_blas_single_threaded, reduced_precision_kernels, use_threads)
 from .gru import GRU
 
 __all__ = ["CASES", "SHORT_GRID", "PEERS", "TOLERANCE", "Case", "Runner", "make_case",
            "make_inputs", "cgru_runner", "onnx_file", "torch_run", "torch_runner", "ort_runner",
-           "openvino_runner",
+           "openvino_runner", "numpy_blas_single_threaded",
            "numpy_runner", "describe_case", "describe_cpu", "gemm_rate", "time_once",
            "max_error", "format_time", "run_case", "report", "plot", "main"]
 

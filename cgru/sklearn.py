@@ -35,7 +35,7 @@ import cgru
 from cgru.optim import Adam
 
 from ._sequences import check_sequences
-from ._engine import worker_threads_context
+from ._engine import numpy_blas_single_threaded, worker_threads_context
 
 __all__ = ["GRUClassifier", "GRURegressor", "GRUTransformer"]
 
@@ -188,7 +188,9 @@ class _GRUModel(BaseEstimator):
     def _decision(self, sequences):
         with worker_threads_context():
             features = self._forward_features(sequences)
-        return features.astype(np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_
+        with numpy_blas_single_threaded():  # left spinning, its threads would slow the next call
+            return (features.astype(np.float64) @ self.coef_.T.astype(np.float64)
+                    + self.intercept_)
 
     # -- training -------------------------------------------------------------------------------
 
@@ -198,12 +200,15 @@ class _GRUModel(BaseEstimator):
         gru.train(self.dropout > 0)
         (_, h_n), backward = gru.vjp(batch.gru_input())
         features = _last_layer(gru, h_n)
-        outputs = features @ self.coef_.T + self.intercept_
-        loss, d_outputs = self._loss(outputs, targets)
-        n = len(features)
-        d_outputs = d_outputs.astype(self.coef_.dtype, copy=False)
-        head_grads = {"coef_": d_outputs.T @ features, "intercept_": d_outputs.sum(axis=0)}
-        d_features = d_outputs @ self.coef_
+        # the head's small products on one thread: OpenBLAS's threads, left spinning, would
+        # take the cores from the next GRU call (see numpy_blas_single_threaded)
+        with numpy_blas_single_threaded():
+            outputs = features @ self.coef_.T + self.intercept_
+            loss, d_outputs = self._loss(outputs, targets)
+            n = len(features)
+            d_outputs = d_outputs.astype(self.coef_.dtype, copy=False)
+            head_grads = {"coef_": d_outputs.T @ features, "intercept_": d_outputs.sum(axis=0)}
+            d_features = d_outputs @ self.coef_
         d = gru.num_directions
         grad_h_n = np.zeros_like(h_n)
         for k in range(d):

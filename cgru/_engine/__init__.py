@@ -15,7 +15,8 @@
 The names below are the engine's interface to the layers above it (cgru/_nn, the modules,
 services and faces); they import from `cgru._engine`, never from its files.
 """
-from .blas_threads import blas_controller, describe_blas, find_openblas
+from .blas_threads import (blas_controller, describe_blas, find_openblas,
+                           numpy_blas_single_threaded)
 from .config import config, show_config
 from .isa import available_isas, cpu_features, cpu_model, kernel
 from .pool import (load_adaptive, set_load_adaptive, share_blas_threads,
@@ -33,7 +34,7 @@ from . import rows
 __all__ = ["LayerStack", "PRECISIONS", "available_isas", "blas_controller", "check_precision",
            "find_openblas", "config", "cpu_features", "cpu_model", "dask_worker_threads",
            "dense_batch_sizes", "dequantize", "describe_blas", "dropout_mask", "from_bfloat16",
-           "get_num_threads", "kernel", "load_adaptive", "pack_layer", "pack_quant_layer",
+           "get_num_threads", "kernel", "load_adaptive", "numpy_blas_single_threaded", "pack_layer", "pack_quant_layer",
            "quantize_int8_rows", "recycled_copy", "recycled_empty", "recycled_zeros",
            "reduced_precision_kernels",
            "resolve_threads", "rows", "set_load_adaptive", "set_num_threads",
