@@ -74,7 +74,9 @@ cgru_gates16_##T##_##P##_##SAVE(const T *gi, long ld_gi, int si, const T *gh, lo
    place, the 4H values per row (4x the state) took the read of each line first and pushed
    the weight panels out of L2: the forward of vjp took 15% more than the forward on S4 at
    one thread, 17% on S8; staged and streamed, 6%. Streamed straight from the gate pass,
-   half-lines four lines apart, it was slower still (+26%). */
+   half-lines four lines apart, it was slower still (+26%). Blocks of fewer than four rows
+   never go there: the staging block's aligned stack frame, inlined into every call, made
+   S2's one-row steps 5% slower. */
 #define CGRU_GATE_ROWS(T, SAVE)                                                           \
 static inline void cgru_gate_rows_##T##_##SAVE(int rows, int u, const T *restrict gi,     \
                                       long ld_gi, int si, const T *restrict gh,           \
@@ -128,7 +130,8 @@ CGRU_GATES(T, 2, 1)                                                             
 CGRU_GATES(T, 4, 1)                                                                       \
 CGRU_GATE_ROWS(T, 0)                                                                      \
 CGRU_GATE_ROWS(T, 1)                                                                      \
-static inline void cgru_gate_rows_streamed_##T(int rows, int u, const T *restrict gi,     \
+static __attribute__((noinline)) void                                                     \
+cgru_gate_rows_streamed_##T(int rows, int u, const T *restrict gi,                        \
                                       long ld_gi, int si, const T *restrict gh,           \
                                       long ld_gh, int sh, const T *restrict bias_gi,      \
                                       int sb, const T *restrict bias_hn,                  \
@@ -158,7 +161,8 @@ static inline void cgru_gate_rows_##T(int rows, int u, const T *gi, long ld_gi, 
                                       int sb, const T *bias_hn, const T *h_prev,          \
                                       long ld_prev, T *h_next, long ld_next, T *save,     \
                                       long ld_save) {                                     \
-    if (save && ((uintptr_t)save | (uintptr_t)ld_save * sizeof(T)) % CGRU_VECTOR_BYTES == 0) \
+    if (save && rows >= 4 && u == CGRU_UB                                                 \
+        && ((uintptr_t)save | (uintptr_t)ld_save * sizeof(T)) % CGRU_VECTOR_BYTES == 0)   \
         cgru_gate_rows_streamed_##T(rows, u, gi, ld_gi, si, gh, ld_gh, sh, bias_gi, sb,   \
                                     bias_hn, h_prev, ld_prev, h_next, ld_next, save,      \
                                     ld_save);                                             \
