@@ -142,3 +142,23 @@ def test_recycled_results_from_many_python_threads():
     assert not errors
     for got, want in zip(results, expected):
         np.testing.assert_array_equal(got, want)
+
+
+def test_blocks_of_an_earlier_workload_make_room_for_new_ones(monkeypatch):
+    free = _recycle._FreeList()
+    monkeypatch.setattr(_recycle, "_FREE", free)
+    monkeypatch.setattr(_recycle, "FREE_LIST_MIN_BYTES", 8 << 20)
+    old = [recycled_empty((2 << 20,), np.uint8) for _ in range(4)]     # 8 MB of 2 MB blocks
+    del old
+    assert free.nbytes == 8 << 20
+    new = recycled_empty((5 << 20,), np.uint8)     # another size: the oldest class goes
+    address = new.ctypes.data
+    del new
+    assert free.nbytes == 5 << 20
+    again = recycled_empty((5 << 20,), np.uint8)
+    assert again.ctypes.data == address            # and the new block is reused
+    del again
+    monkeypatch.setattr(_recycle, "FREE_LIST_MAX_BYTES", 8 << 20)
+    too_big = recycled_empty((9 << 20,), np.uint8)
+    del too_big                                    # larger than the limit: released, evicts none
+    assert free.limit() == 8 << 20 and free.nbytes == 5 << 20

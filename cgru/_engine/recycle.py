@@ -72,10 +72,14 @@ def _size_class(nbytes):
 
 
 class _FreeList:
-    """Blocks not leased, by size class, at most `limit()` bytes of them."""
+    """Blocks not leased, by size class, at most `limit()` bytes of them. The classes are kept
+    in the order of their last give-back; a block that does not fit evicts the blocks of the
+    classes given back longest ago (the sizes of an earlier workload: S5's blocks, kept after
+    S5's training steps, left no room for S6's saved gates in the next, 710 ms against 634 ms
+    a step at 2 threads)."""
 
     def __init__(self):
-        self._blocks = {}
+        self._blocks = {}       # size class -> blocks; oldest give-back first
         self.nbytes = 0
         self._lock = threading.Lock()
         # Bytes leased now and at most; their own lock, held only for integer arithmetic (no
@@ -110,9 +114,19 @@ class _FreeList:
         if not self._lock.acquire(blocking=False):
             return
         try:
-            if self.nbytes + size_class <= self.limit():
+            limit = self.limit()
+            if size_class > limit:
+                return
+            for stale in list(self._blocks):
+                if self.nbytes + size_class <= limit:
+                    break
+                if stale != size_class:
+                    self.nbytes -= stale * len(self._blocks.pop(stale))
+            if self.nbytes + size_class <= limit:
                 self.nbytes += size_class
-                self._blocks.setdefault(size_class, []).append(block)
+                blocks = self._blocks.pop(size_class, [])   # and back in, as the newest
+                blocks.append(block)
+                self._blocks[size_class] = blocks
         finally:
             self._lock.release()
 
