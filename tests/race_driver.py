@@ -86,6 +86,7 @@ DEFAULTS = {name: getattr(policy, name) for name in
              "PANEL_MAX_ROWS_FLOAT64",
              "MIN_ROWS_PER_THREAD",
              "PROJECTION_WORKSPACE_BYTES", "BACKWARD_WORKSPACE_BYTES",
+             "BACKWARD_WORKSPACE_TAPE_SHARE",
              "MIN_FLOPS_FOR_THREADS")}
 
 
@@ -108,6 +109,7 @@ def configure(config, hidden, batch, itemsize):
         if name == "STEPS_PER_BLOCK":       # workspace bytes giving blocks of that many steps
             policy.PROJECTION_WORKSPACE_BYTES = value * 3 * hidden * itemsize * batch
             policy.BACKWARD_WORKSPACE_BYTES = value * 7 * hidden * itemsize * batch
+            policy.BACKWARD_WORKSPACE_TAPE_SHARE = 10 ** 6     # the bytes alone decide
         else:
             setattr(policy, name, value)
 

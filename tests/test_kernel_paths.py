@@ -140,6 +140,7 @@ def test_backward_paths_match_reference(monkeypatch, rng, path, dtype):
     monkeypatch.setattr(policy, "BACKWARD_PANEL_MAX_ROWS", panel)
     monkeypatch.setattr(policy, "PANEL_MAX_ROWS_FLOAT64", panel)
     monkeypatch.setattr(policy, "BACKWARD_WORKSPACE_BYTES", workspace)
+    monkeypatch.setattr(policy, "BACKWARD_WORKSPACE_TAPE_SHARE", 10 ** 6)   # bytes decide
     tol = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}[np.dtype(dtype)]
     for (batch, hidden, bidirectional), threads in itertools.product(
             [(1, 20, False), (7, 49, True), (19, 16, False)], [1, 2, 3]):
@@ -176,6 +177,21 @@ def test_plans_follow_the_thresholds(monkeypatch):
     assert not policy.plan(shape, 60, sizes).fused
     with pytest.raises(TypeError):
         policy.QUANT_PANEL_MAX_ROWS["int8"] = 1     # the tables change only by setting them
+
+
+def test_backward_workspace_is_bounded_by_bytes_and_by_the_tape():
+    # 7H values a row of workspace per direction: at most BACKWARD_WORKSPACE_BYTES, and at
+    # most BACKWARD_WORKSPACE_TAPE_SHARE of the 4H saved values a row
+    shape = policy.stack_shape(8, 32, 1, 1, np.dtype(np.float32))
+    step_bytes = 7 * 32 * 4 * 12
+    for n_steps in (1, 5, 40, 400, 4000):
+        sizes = cgru._engine.dense_batch_sizes(n_steps, 12)
+        spb = policy.plan(shape, 12 * n_steps, sizes, task="backward").steps_per_block
+        saved = 12 * n_steps * 4 * 32 * 4
+        want = max(1, int(min(policy.BACKWARD_WORKSPACE_BYTES,
+                              policy.BACKWARD_WORKSPACE_TAPE_SHARE * saved)) // step_bytes)
+        assert spb == want
+        assert spb == 1 or spb * step_bytes <= policy.BACKWARD_WORKSPACE_TAPE_SHARE * saved
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

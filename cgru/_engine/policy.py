@@ -68,6 +68,10 @@ BLAS_SINGLE_THREAD_WORK = 65536 * 4
 # row) take about this many bytes per direction: its weight-gradient GEMMs then have thousands
 # of rows (S6: 585, S5: 1170), while the workspace stays bounded however long the sequence.
 BACKWARD_WORKSPACE_BYTES = 8 << 20
+# ... and at most this share of the direction's saved gates (4H values a row), so that a short
+# training step's peak memory is not mostly workspace: S3's one block of 800 rows took 5.7 MB
+# beside a 3.3 MB tape, and the step's peak was PyTorch's (11.3 against 10.7 MB).
+BACKWARD_WORKSPACE_TAPE_SHARE = 0.5
 # The backward's per-step dL/dh(t-1) += dG_h @ W_hh: tiles of at most this many rows by the
 # register-blocked panels, larger ones by BLAS. AVX2 (AMD EPYC Zen 2, 1 thread, backward
 # alone, limits 16 / 64 / 256 interleaved in one process): S4 (32-row tiles) 15.0 / 12.8 /
@@ -188,8 +192,9 @@ def _remember(key):
 def _make_plan(shape, rows, batch, n_steps, n_threads, task, precision):
     """plan()'s Plan for a call of n_threads threads at most."""
     if task == "backward":
-        steps_per_block = max(1, BACKWARD_WORKSPACE_BYTES // (7 * shape.hidden * shape.itemsize
-                                                             * batch))
+        saved_gates = rows * 4 * shape.hidden * shape.itemsize
+        workspace = min(BACKWARD_WORKSPACE_BYTES, BACKWARD_WORKSPACE_TAPE_SHARE * saved_gates)
+        steps_per_block = max(1, int(workspace) // (7 * shape.hidden * shape.itemsize * batch))
         gemm_rows = rows
         panel_max_rows = BACKWARD_PANEL_MAX_ROWS
         if shape.dtype_name == "float64":
