@@ -179,19 +179,32 @@ def test_plans_follow_the_thresholds(monkeypatch):
         policy.QUANT_PANEL_MAX_ROWS["int8"] = 1     # the tables change only by setting them
 
 
-def test_backward_workspace_is_bounded_by_bytes_and_by_the_tape():
-    # 7H values a row of workspace per direction: at most BACKWARD_WORKSPACE_BYTES, and at
-    # most BACKWARD_WORKSPACE_TAPE_SHARE of the 4H saved values a row
+@pytest.mark.parametrize("batch", [1, 12, 300])
+def test_backward_workspace_is_bounded_by_bytes_and_by_the_tape(monkeypatch, batch):
+    # 7H values a row of workspace per direction: at most BACKWARD_WORKSPACE_BYTES, and at most
+    # BACKWARD_WORKSPACE_TAPE_SHARE of the 4H saved values a row unless that would leave a
+    # block fewer than BACKWARD_MIN_BLOCK_ROWS rows
+    monkeypatch.setattr(policy, "BACKWARD_WORKSPACE_BYTES", 1 << 20)
     shape = policy.stack_shape(8, 32, 1, 1, np.dtype(np.float32))
-    step_bytes = 7 * 32 * 4 * 12
+    step_bytes = 7 * 32 * 4 * batch
+    min_steps = -(-policy.BACKWARD_MIN_BLOCK_ROWS // batch)
     for n_steps in (1, 5, 40, 400, 4000):
-        sizes = cgru._engine.dense_batch_sizes(n_steps, 12)
-        spb = policy.plan(shape, 12 * n_steps, sizes, task="backward").steps_per_block
-        saved = 12 * n_steps * 4 * 32 * 4
-        want = max(1, int(min(policy.BACKWARD_WORKSPACE_BYTES,
-                              policy.BACKWARD_WORKSPACE_TAPE_SHARE * saved)) // step_bytes)
-        assert spb == want
-        assert spb == 1 or spb * step_bytes <= policy.BACKWARD_WORKSPACE_TAPE_SHARE * saved
+        sizes = cgru._engine.dense_batch_sizes(n_steps, batch)
+        spb = policy.plan(shape, batch * n_steps, sizes, task="backward").steps_per_block
+        by_tape = int(policy.BACKWARD_WORKSPACE_TAPE_SHARE * batch * n_steps * 4 * 32 * 4)
+        assert spb == max(1, min(policy.BACKWARD_WORKSPACE_BYTES // step_bytes,
+                                 max(by_tape // step_bytes, min_steps)))
+
+
+def test_short_backward_blocks_keep_their_rows():
+    # S2's shape (200 one-row steps): one block, not four of 50 rows; S3's (100 steps of 8
+    # rows, H = 256): blocks cut to half the saved gates' bytes, 224 rows or more each
+    s2 = policy.stack_shape(64, 128, 1, 1, np.dtype(np.float32))
+    plan = policy.plan(s2, 200, cgru._engine.dense_batch_sizes(200, 1), task="backward")
+    assert plan.steps_per_block >= 200
+    s3 = policy.stack_shape(40, 256, 1, 1, np.dtype(np.float32))
+    plan = policy.plan(s3, 800, cgru._engine.dense_batch_sizes(100, 8), task="backward")
+    assert 32 <= plan.steps_per_block < 100
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -72,6 +72,10 @@ BACKWARD_WORKSPACE_BYTES = 8 << 20
 # training step's peak memory is not mostly workspace: S3's one block of 800 rows took 5.7 MB
 # beside a 3.3 MB tape, and the step's peak was PyTorch's (11.3 against 10.7 MB).
 BACKWARD_WORKSPACE_TAPE_SHARE = 0.5
+# ... but the share never cuts a block below this many rows: S2's 200 one-row steps in four
+# blocks (three GEMMs each) took 1.05 ms against 1.03 in one at one thread, 1.38 against 1.28
+# at two.
+BACKWARD_MIN_BLOCK_ROWS = 256
 # The backward's per-step dL/dh(t-1) += dG_h @ W_hh: tiles of at most this many rows by the
 # register-blocked panels, larger ones by BLAS. AVX2 (AMD EPYC Zen 2, 1 thread, backward
 # alone, limits 16 / 64 / 256 interleaved in one process): S4 (32-row tiles) 15.0 / 12.8 /
@@ -192,9 +196,12 @@ def _remember(key):
 def _make_plan(shape, rows, batch, n_steps, n_threads, task, precision):
     """plan()'s Plan for a call of n_threads threads at most."""
     if task == "backward":
+        step_bytes = 7 * shape.hidden * shape.itemsize * batch
         saved_gates = rows * 4 * shape.hidden * shape.itemsize
-        workspace = min(BACKWARD_WORKSPACE_BYTES, BACKWARD_WORKSPACE_TAPE_SHARE * saved_gates)
-        steps_per_block = max(1, int(workspace) // (7 * shape.hidden * shape.itemsize * batch))
+        steps_per_block = min(BACKWARD_WORKSPACE_BYTES // step_bytes,
+                              max(int(BACKWARD_WORKSPACE_TAPE_SHARE * saved_gates) // step_bytes,
+                                  -(-BACKWARD_MIN_BLOCK_ROWS // batch)))
+        steps_per_block = max(1, steps_per_block)
         gemm_rows = rows
         panel_max_rows = BACKWARD_PANEL_MAX_ROWS
         if shape.dtype_name == "float64":
