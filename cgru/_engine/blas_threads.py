@@ -72,11 +72,8 @@ def find_openblas(package="scipy"):
     return None
 
 
-_lock = threading.Lock()
 _blas = None
 _searched = False
-_active_calls = 0
-_saved_threads = None
 
 
 def blas_controller():
@@ -104,28 +101,39 @@ def describe_blas():
     return "scipy.linalg.cython_blas (library not identified)"
 
 
-@contextlib.contextmanager
-def blas_single_threaded():
-    """Hold the BLAS at one thread for the duration of the block (re-entrant, thread-safe)."""
-    global _active_calls, _saved_threads
-    blas = blas_controller()
-    if blas is None:
-        with _threadpoolctl_limit():
+class _HeldAtOne:
+    """Holds one OpenBLAS at one thread while any block using the hold runs (re-entrant,
+    thread-safe): the count is read on entry of the first block and restored when the last
+    one leaves. find() gives the library's controller, or None (then `fallback()` is the
+    block's context)."""
+
+    def __init__(self, find, fallback):
+        self._find = find
+        self._fallback = fallback
+        self._lock = threading.Lock()
+        self._active = 0
+        self._saved = None
+
+    @contextlib.contextmanager
+    def __call__(self):
+        blas = self._find()
+        if blas is None:
+            with self._fallback():
+                yield
+            return
+        with self._lock:
+            if self._active == 0:
+                self._saved = blas.get()
+                if self._saved != 1:
+                    blas.set(1)
+            self._active += 1
+        try:
             yield
-        return
-    with _lock:
-        if _active_calls == 0:
-            _saved_threads = blas.get()
-            if _saved_threads != 1:
-                blas.set(1)
-        _active_calls += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _active_calls -= 1
-            if _active_calls == 0 and _saved_threads != 1:
-                blas.set(_saved_threads)
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0 and self._saved != 1:
+                    blas.set(self._saved)
 
 
 @contextlib.contextmanager
@@ -139,51 +147,28 @@ def _threadpoolctl_limit():
         yield
 
 
-# -- NumPy's BLAS, for cgru's own small products between GRU calls -----------------------------
+# -- the holds -----------------------------------------------------------------------------------
 
-_numpy_lock = threading.Lock()
-_numpy_blas = None
-_numpy_searched = False
-_numpy_active = 0
-_numpy_saved = None
+_numpy_blas = []
 
 
 def _numpy_openblas():
-    global _numpy_blas, _numpy_searched
-    if not _numpy_searched:
-        try:
-            _numpy_blas = find_openblas("numpy")
-        except ImportError:     # pragma: no cover - NumPy is always there
-            _numpy_blas = None
-        _numpy_searched = True
-    return _numpy_blas
+    if not _numpy_blas:
+        _numpy_blas.append(find_openblas("numpy"))
+    return _numpy_blas[0]
 
 
-@contextlib.contextmanager
-def numpy_blas_single_threaded():
-    """Hold NumPy's OpenBLAS at one thread for the block (re-entrant, thread-safe), for the
-    small products cgru itself runs between GRU calls: the estimators' linear heads.
+blas_single_threaded = _HeldAtOne(blas_controller, _threadpoolctl_limit)
+blas_single_threaded.__doc__ = """Hold the BLAS behind scipy.linalg.cython_blas at one thread
+for the duration of the block (re-entrant, thread-safe): `with blas_single_threaded(): ...`."""
 
-    A threaded OpenBLAS call leaves its workers spinning for about 0.1 s, and the next GRU
-    call's OpenMP team then waits for a core (GRUClassifier.predict, 1500 sequences of 30
-    steps, hidden 128, 2 threads: 109 ms with the head's 1500x128 @ 128x3 product threaded,
-    47 ms without, 88 ms at one thread). Outside the block NumPy keeps its own setting; where
-    NumPy's BLAS is not an OpenBLAS cgru can find, nothing is done."""
-    global _numpy_active, _numpy_saved
-    blas = _numpy_openblas()
-    if blas is None:
-        yield
-        return
-    with _numpy_lock:
-        if _numpy_active == 0:
-            _numpy_saved = blas.get()
-            if _numpy_saved != 1:
-                blas.set(1)
-        _numpy_active += 1
-    try:
-        yield
-    finally:
-        with _numpy_lock:
-            _numpy_active -= 1
-            if _numpy_active == 0 and _numpy_saved != 1:
-                blas.set(_numpy_saved)
+numpy_blas_single_threaded = _HeldAtOne(_numpy_openblas, contextlib.nullcontext)
+numpy_blas_single_threaded.__doc__ = """Hold NumPy's OpenBLAS at one thread for the block
+(re-entrant, thread-safe), for the small products cgru itself runs between GRU calls: the
+estimators' linear heads.
+
+A threaded OpenBLAS call leaves its workers spinning for about 0.1 s, and the next GRU call's
+OpenMP team then waits for a core (GRUClassifier.predict, 1500 sequences of 30 steps, hidden
+128, 2 threads: 109 ms with the head's 1500x128 @ 128x3 product threaded, 47 ms without, 88 ms
+at one thread). Outside the block NumPy keeps its own setting; where NumPy's BLAS is not an
+OpenBLAS cgru can find, nothing is done."""
