@@ -77,14 +77,14 @@ cgru_gates16_##T##_##P##_##SAVE(const T *gi, long ld_gi, int si, const T *gh, lo
    half-lines four lines apart, it was slower still (+26%). Blocks of fewer than four rows
    never go there: the staging block's aligned stack frame, inlined into every call, made
    S2's one-row steps 5% slower. */
+/* The parameters of every gate-rows function (see cgru_gate_rows_T at the end). */
+#define CGRU_GATE_ROWS_PARAMS(T)                                                          \
+    int rows, int u, const T *restrict gi, long ld_gi, int si, const T *restrict gh,      \
+    long ld_gh, int sh, const T *restrict bias_gi, int sb, const T *restrict bias_hn,     \
+    const T *restrict h_prev, long ld_prev, T *restrict h_next, long ld_next,            \
+    T *restrict save, long ld_save
 #define CGRU_GATE_ROWS(T, SAVE)                                                           \
-static inline void cgru_gate_rows_##T##_##SAVE(int rows, int u, const T *restrict gi,     \
-                                      long ld_gi, int si, const T *restrict gh,           \
-                                      long ld_gh, int sh, const T *restrict bias_gi,      \
-                                      int sb, const T *restrict bias_hn,                  \
-                                      const T *restrict h_prev, long ld_prev,             \
-                                      T *restrict h_next, long ld_next,                   \
-                                      T *restrict save, long ld_save) {                   \
+static inline void cgru_gate_rows_##T##_##SAVE(CGRU_GATE_ROWS_PARAMS(T)) {                \
     if (u == CGRU_UB) {                                                                   \
         int m = 0;                                                                        \
         for (; m + 4 <= rows; m += 4)                                                     \
@@ -131,13 +131,7 @@ CGRU_GATES(T, 4, 1)                                                             
 CGRU_GATE_ROWS(T, 0)                                                                      \
 CGRU_GATE_ROWS(T, 1)                                                                      \
 static __attribute__((noinline)) void                                                     \
-cgru_gate_rows_streamed_##T(int rows, int u, const T *restrict gi,                        \
-                                      long ld_gi, int si, const T *restrict gh,           \
-                                      long ld_gh, int sh, const T *restrict bias_gi,      \
-                                      int sb, const T *restrict bias_hn,                  \
-                                      const T *restrict h_prev, long ld_prev,             \
-                                      T *restrict h_next, long ld_next,                   \
-                                      T *restrict save, long ld_save) {                   \
+cgru_gate_rows_streamed_##T(CGRU_GATE_ROWS_PARAMS(T)) {                                   \
     T stage[4][4 * CGRU_UB] __attribute__((aligned(64)));                                 \
     int m = 0;                                                                            \
     for (; u == CGRU_UB && m + 4 <= rows; m += 4) {                                       \
