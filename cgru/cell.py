@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from ._engine import LayerStack, pack_layer, recycled_copy
+from ._engine import LayerStack, pack_layer
 from ._nn.checks import check_dtype, check_rng, check_size
 from ._nn.inputs import Call, StepCall
 from ._nn.parameters import ParameterModule
@@ -105,7 +105,7 @@ class GRUCell(StepCall, ParameterModule):
         cell_backward.__doc__ = ("backward(grad_h1, *, input_grad=True) -> dict of gradients: "
                                  "input (unless input_grad is False), hx, weight_ih, weight_hh "
                                  "(and bias_ih, bias_hh).")
-        return call.layout.outputs(recycled_copy(rows), call.h0), cell_backward
+        return call.layout.outputs(rows, call.h0), cell_backward
 
     def _run(self, x, batch_sizes, h):
         """One step of rows x (N, I) from h (1, N, H); returns h' (N, H)."""

@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 
-from ._engine import LayerStack, dropout_mask, pack_layer, recycled_copy
+from ._engine import LayerStack, dropout_mask, pack_layer
 from ._nn.checks import check_dropout, check_dtype, check_rng, check_size
 from ._nn.inputs import Call, SequenceCall
 from ._nn.parameters import ParameterModule
@@ -225,10 +225,11 @@ class GRU(SequenceCall, ParameterModule):
 
         backward may be called any number of times and from any thread; it uses the weights
         of this forward pass even if the module's parameters change meanwhile. What it keeps
-        is freed with it: per layer, the layer's input rows (R, I), its output rows (R, D*H)
-        and 4H saved gate values per row and direction, i.e. (I + 5*D*H) values per row and
-        layer (plus a dropout mask of D*H values per row below the last layer in training
-        mode with dropout), where R = L*N, or sum(lengths) when packed.
+        is freed with it: per layer, the layer's input rows (R, I) and 5H saved values per row
+        and direction (its gates and the state it started from), i.e. (I + 5*D*H) values per
+        row and layer (plus a dropout mask of D*H values per row below the last layer in
+        training mode with dropout), where R = L*N, or sum(lengths) when packed. The output
+        returned is not among them: the caller may write to it.
         """
         call = Call(*self._prepare(input, hx, private_rows=True))
         tape = []
@@ -236,7 +237,7 @@ class GRU(SequenceCall, ParameterModule):
                                    dropout=self._dropout_in_use(), tape=tape)
         backward = Backward(self._stack, tape, call.batch_sizes, call.layout,
                             self._gradient_names())
-        return call.layout.outputs(recycled_copy(rows), call.h0), backward  # the tape keeps rows
+        return call.layout.outputs(rows, call.h0), backward
 
     def _gradient_names(self):
         """Per layer and direction, the state_dict names of the kernel's four gradients

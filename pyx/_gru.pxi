@@ -135,15 +135,18 @@ cdef inline void _gate_rows(int rows, int u, const floating *gi, long ld_gi, int
                             const floating *gh, long ld_gh, int sh, const floating *bias_gi,
                             const floating *bias_hn, const floating *h_prev, long ld_prev,
                             floating *h_next, long ld_next, floating *save,
-                            long ld_save) noexcept nogil:
+                            long ld_save, floating *save_h, long ld_save_h) noexcept nogil:
     """Gates of one block of u units of `rows` rows; bias_gi in the compact layout (stride u).
-    save: NULL, or where row m's r | z | n | W_hn h + b_hn go (save + m * ld_save, stride u)."""
+    save: NULL, or where row m's r | z | n | W_hn h + b_hn go (save + m * ld_save, stride u),
+    and save_h where its h(t-1) goes (save_h + m * ld_save_h)."""
     if floating is float:
         cgru_gate_rows_float(rows, u, gi, ld_gi, si, gh, ld_gh, sh, bias_gi, u, bias_hn,
-                             h_prev, ld_prev, h_next, ld_next, save, ld_save)
+                             h_prev, ld_prev, h_next, ld_next, save, ld_save, save_h,
+                             ld_save_h)
     else:
         cgru_gate_rows_double(rows, u, gi, ld_gi, si, gh, ld_gh, sh, bias_gi, u, bias_hn,
-                              h_prev, ld_prev, h_next, ld_next, save, ld_save)
+                              h_prev, ld_prev, h_next, ld_next, save, ld_save, save_h,
+                              ld_save_h)
 
 
 cdef inline floating *_saved_at(floating *save__n4h, int b, int hidden, int u0) noexcept nogil:
@@ -153,13 +156,21 @@ cdef inline floating *_saved_at(floating *save__n4h, int b, int hidden, int u0) 
     return save__n4h + <int64_t> b * 4 * hidden + 4 * u0
 
 
+cdef inline floating *_saved_state_at(floating *states__nh, int b, int hidden,
+                                      int u0) noexcept nogil:
+    """Row b, units from u0 of a step's saved h(t-1) (NULL when nothing is saved)."""
+    if states__nh == NULL:
+        return NULL
+    return states__nh + <int64_t> b * hidden + u0
+
+
 cdef void _tile_step(const Shape *shape, int d, int b0, int b1, int k0, int k1, bint backwards,
                      const floating *gi__n3h, const floating *x__ni,
                      const floating *ih_panels__ki48, const floating *w_hh__h3h,
                      const floating *panels__kh48, const floating *bias_gi__3h,
                      const floating *bias_hn__h, const floating *h_prev, int ld_prev,
                      floating *h_next, int ld_next, floating *gh__n3h,
-                     floating *acc__r48, floating *save__n4h,
+                     floating *acc__r48, floating *save__n4h, floating *states__nh,
                      bint single_chain) noexcept nogil:
     """Rows b0..b1, unit blocks k0..k1 of one step of one direction.
 
@@ -173,7 +184,8 @@ cdef void _tile_step(const Shape *shape, int d, int b0, int b1, int k0, int k1, 
     backwards: visit the unit blocks from k1 - 1 down to k0 (panel path).
     d:        the direction, for the reduced-precision panels (shape.quant).
     save__n4h: NULL, or this step's saved gates for the backward pass: row b at
-              save__n4h + b * 4H, unit block k's r | z | n | W_hn h + b_hn at 4 * 16k.
+              save__n4h + b * 4H, unit block k's r | z | n | W_hn h + b_hn at 4 * 16k;
+    states__nh: with save__n4h, where row b's h(t-1) is saved (states__nh + b * H).
     single_chain: the step's rows span more than one register block or thread
               (see _tile_product)
     """
@@ -216,7 +228,8 @@ cdef void _tile_step(const Shape *shape, int d, int b0, int b1, int k0, int k1, 
                        acc__r48, _PANEL, _UB, bias_gi__3h + 3 * u0, bias_hn__h + u0,
                        h_prev + <int64_t> b0 * ld_prev + u0, ld_prev,
                        h_next + <int64_t> b0 * ld_next + u0, ld_next,
-                       _saved_at(save__n4h, b0, hidden, u0), 4 * hidden)
+                       _saved_at(save__n4h, b0, hidden, u0), 4 * hidden,
+                       _saved_state_at(states__nh, b0, hidden, u0), hidden)
     else:
         # Large tile: one BLAS GEMM for the tile's columns, then the gate pass.
         c0 = 3 * units_from     # a block's columns start at 3 * u0: earlier blocks are full
@@ -230,7 +243,8 @@ cdef void _tile_step(const Shape *shape, int d, int b0, int b1, int k0, int k1, 
                        gh__n3h + <int64_t> b0 * g3 + 3 * u0, g3, u, bias_gi__3h + 3 * u0,
                        bias_hn__h + u0, h_prev + <int64_t> b0 * ld_prev + u0, ld_prev,
                        h_next + <int64_t> b0 * ld_next + u0, ld_next,
-                       _saved_at(save__n4h, b0, hidden, u0), 4 * hidden)
+                       _saved_at(save__n4h, b0, hidden, u0), 4 * hidden,
+                       _saved_state_at(states__nh, b0, hidden, u0), hidden)
 
 
 cdef void _panel_projection(const Shape *shape, int rows, const floating *x__ri,
@@ -281,7 +295,8 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
                   const floating *w_hh__dh3h, const floating *panels__dkh48,
                   const floating *bias_gi__d3h, const floating *bias_hn__dh,
                   floating *gi__dr3h, floating *gh__dn3h, const floating *h0__dnh,
-                  floating *acc__tr48, floating *save__dr4h) noexcept nogil:
+                  floating *acc__tr48, floating *save__dr4h,
+                  floating *states__drh) noexcept nogil:
     """The whole schedule of thread `tid` of `n_threads` for one layer: the direction (or, on
     one thread, the directions) it runs, and its place in that direction's team."""
     cdef int n_dirs = shape.n_dirs
@@ -299,7 +314,7 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
         _direction(shape, d, team, team_size, split_rows, batch_sizes, offsets, lengths, x__ri,
                    out__r2h, w_ih__di3h, ih_panels__dki48, w_hh__dh3h, panels__dkh48,
                    bias_gi__d3h, bias_hn__dh, gi__dr3h, gh__dn3h, h0__dnh,
-                   acc__tr48 + tid * shape.acc_stride, save__dr4h)
+                   acc__tr48 + tid * shape.acc_stride, save__dr4h, states__drh)
         return
     # One thread, two directions: all of one direction's steps, then all of the other's, so
     # that a direction's weights stay in L2 for all its steps. S5's first layer (1.5 MB of
@@ -309,7 +324,8 @@ cdef void _worker(const Shape *shape, int tid, int n_threads,
     for d in range(n_dirs):
         _direction(shape, d, 0, 1, True, batch_sizes, offsets, lengths, x__ri, out__r2h,
                    w_ih__di3h, ih_panels__dki48, w_hh__dh3h, panels__dkh48, bias_gi__d3h,
-                   bias_hn__dh, gi__dr3h, gh__dn3h, h0__dnh, acc__tr48, save__dr4h)
+                   bias_hn__dh, gi__dr3h, gh__dn3h, h0__dnh, acc__tr48, save__dr4h,
+                   states__drh)
 
 
 cdef void _direction(const Shape *shape, int d, int team, int team_size, bint split_rows,
@@ -319,7 +335,8 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
                      const floating *w_hh__dh3h, const floating *panels__dkh48,
                      const floating *bias_gi__d3h, const floating *bias_hn__dh,
                      floating *gi__dr3h, floating *gh__dn3h, const floating *h0__dnh,
-                     floating *acc__r48, floating *save__dr4h) noexcept nogil:
+                     floating *acc__r48, floating *save__dr4h,
+                     floating *states__drh) noexcept nogil:
     """Direction d's steps, as thread `team` of that direction's team of `team_size`.
 
     The weight, bias, workspace and h_0 arguments hold every direction (leading axis d);
@@ -352,6 +369,8 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
     cdef floating *gi__r3h = gi__dr3h + d * shape.gi_rows * g3
     cdef floating *save__r4h = (NULL if save__dr4h == NULL else
                                 save__dr4h + <int64_t> d * offsets[n_steps] * 4 * hidden)
+    cdef floating *states__rh = (NULL if save__dr4h == NULL else
+                                 states__drh + <int64_t> d * offsets[n_steps] * hidden)
 
     if split_rows and shape.fused:
         # No barrier ever: each thread owns the same sequences for the whole call, balanced
@@ -445,6 +464,8 @@ cdef void _direction(const Shape *shape, int d, int team, int team_size, bint sp
                                gh__dn3h + <int64_t> d * batch * g3, acc__r48,
                                NULL if save__r4h == NULL else
                                save__r4h + offsets[t] * 4 * hidden,
+                               NULL if save__r4h == NULL else
+                               states__rh + offsets[t] * hidden,
                                split_rows or bs > _panel_rows(x__ri))
             if not split_rows:
                 cgru_barrier()
@@ -479,7 +500,7 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
                     const floating *w_hh_panels,
                     const floating *bias_gi, const floating *bias_hn,
                     const int64_t *batch_sizes, floating *h, floating *out,
-                    floating *save) noexcept nogil:
+                    floating *save, floating *states) noexcept nogil:
     """Allocate the workspace (once per call, in C: cheaper than NumPy for one-step calls),
     run every thread's schedule, gather h_n. Returns 0, or -1 when out of memory."""
     cdef int n_steps = shape.n_steps
@@ -522,12 +543,12 @@ cdef int _run_layer(Shape *shape, int n_threads, const floating *x, const floati
 
     if n_threads == 1:
         _worker(shape, 0, 1, batch_sizes, offsets, lengths, x, out, w_ih, w_ih_panels, w_hh,
-                w_hh_panels, bias_gi, bias_hn, gi, gh, h, acc, save)
+                w_hh_panels, bias_gi, bias_hn, gi, gh, h, acc, save, states)
     else:
         with parallel(num_threads=n_threads):
             _worker(shape, omp_get_thread_num(), omp_get_num_threads(), batch_sizes, offsets,
                     lengths, x, out, w_ih, w_ih_panels, w_hh, w_hh_panels, bias_gi, bias_hn, gi,
-                    gh, h, acc, save)
+                    gh, h, acc, save, states)
     _gather_final_states(shape, batch_sizes, offsets, out, h)
     cgru_free(offsets); cgru_free(lengths); cgru_free(gi); cgru_free(gh); cgru_free(acc)
     return 0
@@ -616,7 +637,8 @@ def gru_layer(const floating[:, ::1] x,
               int projection_panel_rows,
               bint split_rows,
               bint fused,
-              floating[:, :, ::1] save=None):
+              floating[:, :, ::1] save=None,
+              floating[:, :, ::1] states=None):
     """Run one GRU layer, all its directions, over packed time-major rows.
 
     Shapes, where R = sum(batch_sizes), L = len(batch_sizes), N = batch_sizes[0], D directions,
@@ -642,6 +664,8 @@ def gru_layer(const floating[:, ::1] x,
         save        (D, R, 4H)     optional, written: what the backward pass needs of each row,
                                    r | z | n | W_hn h + b_hn per block of 16 units
                                    (pyx/_gru_backward.pxi reads it)
+        states      (D, R, H)      with save: written, each row's h(t-1), the state its step
+                                   started from (the output rows of the step before, or h_0)
     Shapes are not checked here: cgru/gru.py validates every argument before calling.
     """
     cdef Shape shape
@@ -661,8 +685,12 @@ def gru_layer(const floating[:, ::1] x,
     shape.quant = 0
     n_threads = max(1, min(n_threads, shape.n_dirs * max(shape.batch, shape.n_blocks)))
     cdef floating *save_rows = NULL
+    cdef floating *state_rows = NULL
     if save is not None:
+        if states is None:
+            raise TypeError("gru_layer: save needs states")
         save_rows = &save[0, 0, 0]
+        state_rows = &states[0, 0, 0]
     with nogil:
         status = _run_layer(&shape, n_threads, &x[0, 0], <const floating *> weights.w_ih,
                             <const floating *> weights.w_ih_panels,
@@ -671,6 +699,6 @@ def gru_layer(const floating[:, ::1] x,
                             <const floating *> weights.bias_gi,
                             <const floating *> weights.bias_hn,
                             &batch_sizes[0], &h[0, 0, 0], &out[0, 0],
-                            save_rows)
+                            save_rows, state_rows)
     if status != 0:
         raise MemoryError("cgru: could not allocate the GRU workspace")

@@ -6,12 +6,14 @@
 #   recurrence (per step, each thread on its own sequences, no barrier): the fused gate pass (pyx/include/cgru_backward.h) adds the output's gradient to
 #       dL/dh(t) and turns it into the pre-activation gradients dG_i, dG_h of the block's rows and the direct part g * z of
 #       dL/dh(t-1); then dL/dh(t-1) += dG_h @ W_hh, from register-blocked panels of W_hh
-#       (few rows) or one BLAS GEMM (many). h(t-1) of each row is gathered beside dG_h.
+#       (few rows) or one BLAS GEMM (many).
 #   weight gradients (per block, after a barrier, the team splitting the columns): a few large
-#       GEMMs over all the block's rows: dW_ih^T += X^T dG_i, dW_hh^T += H_prev^T dG_h, the
-#       bias gradients as column sums, and dX = dG_i W_ih (the team splitting the rows).
-# Saved per row by the forward: r | z | n | W_hn h + b_hn (4H values), not recomputed: the
-# recomputation would cost a forward pass of GEMMs, the saving one store per gate.
+#       GEMMs over all the block's rows: dW_ih^T += X^T dG_i, dW_hh^T += H_prev^T dG_h (H_prev
+#       read in place from the saved states), the bias gradients as column sums, and
+#       dX = dG_i W_ih (the team splitting the rows).
+# Saved per row by the forward: r | z | n | W_hn h + b_hn (4H values), and apart from them
+# h(t-1) (H values), not recomputed: the recomputation would cost a forward pass of GEMMs, the
+# saving one store per gate. The forward's output rows and h_0 are not needed.
 # Gradients are in the kernel's layout: transposed, gate columns in blocks of 16 units
 # (cgru/_layout.py maps them back to PyTorch's).
 #
@@ -31,16 +33,14 @@ cdef struct BackShape:
     int n_col_blocks         # ceil(H / 48): panels of the backward's recurrent product
 
 
-cdef inline void _gate_grads(int rows, int hidden, const floating *save, const floating *h_prev,
-                             long ld_prev, const floating *g_out, long ld_out, floating *g,
-                             long ld_g, floating *dgi, floating *dgh,
-                             floating *h_copy) noexcept nogil:
+cdef inline void _gate_grads(int rows, int hidden, const floating *save,
+                             const floating *h_prev, const floating *g_out, long ld_out,
+                             floating *g, long ld_g, floating *dgi,
+                             floating *dgh) noexcept nogil:
     if floating is float:
-        cgru_gate_grads_float(rows, hidden, save, h_prev, ld_prev, g_out, ld_out, g, ld_g, dgi,
-                              dgh, h_copy)
+        cgru_gate_grads_float(rows, hidden, save, h_prev, g_out, ld_out, g, ld_g, dgi, dgh)
     else:
-        cgru_gate_grads_double(rows, hidden, save, h_prev, ld_prev, g_out, ld_out, g, ld_g, dgi,
-                               dgh, h_copy)
+        cgru_gate_grads_double(rows, hidden, save, h_prev, g_out, ld_out, g, ld_g, dgi, dgh)
 
 
 cdef void _back_product(const BackShape *shape, int b0, int b1, const floating *dgh__n3h,
@@ -69,7 +69,7 @@ cdef void _back_product(const BackShape *shape, int b0, int b1, const floating *
 
 
 cdef void _back_block_gemms(const BackShape *shape, int team, int team_size, int64_t rows,
-                            const floating *x__qi, const floating *hp__qh,
+                            const floating *x__qi, const floating *hp__qh, long ld_hp,
                             const floating *dgi__q3h, const floating *dgh__q3h,
                             const floating *w_ih__i3h, floating *dx__qi, floating *dw_ih__i3h,
                             floating *dw_hh__h3h, floating *db_i__3h,
@@ -90,7 +90,7 @@ cdef void _back_block_gemms(const BackShape *shape, int team, int team_size, int
     if c1 > c0:
         gemm(True, False, i, c1 - c0, <int> rows, x__qi, i, dgi__q3h + c0, g3, 1.0,
              dw_ih__i3h + c0, g3)
-        gemm(True, False, hidden, c1 - c0, <int> rows, hp__qh, hidden, dgh__q3h + c0, g3, 1.0,
+        gemm(True, False, hidden, c1 - c0, <int> rows, hp__qh, ld_hp, dgh__q3h + c0, g3, 1.0,
              dw_hh__h3h + c0, g3)
         # row by row, not column by column: a column walk strided through the whole block
         for q in range(rows):
@@ -110,39 +110,34 @@ cdef void _back_block_gemms(const BackShape *shape, int team, int team_size, int
 cdef void _back_direction(const BackShape *shape, int d, int team, int team_size,
                           const int64_t *batch_sizes, const int64_t *offsets,
                           const int64_t *lengths, const floating *x__ri,
-                          const floating *out__r2h, const floating *save__dr4h,
-                          const floating *gout__r2h, const floating *h0__dnh,
+                          const floating *save__dr4h, const floating *states__drh,
+                          const floating *gout__r2h,
                           const floating *w_ih__di3h, const floating *w_hh__dh3h,
                           const floating *bpanels__dj3h48, floating *dh__dnh,
                           floating *dx__dri, floating *dw_ih__di3h, floating *dw_hh__dh3h,
                           floating *db_i__d3h, floating *db_h__d3h, floating *dgi__dq3h,
-                          floating *dgh__dq3h, floating *hp__dqh,
-                          floating *acc__r48) noexcept nogil:
+                          floating *dgh__dq3h, floating *acc__r48) noexcept nogil:
     """Direction d's backward pass, as thread `team` of its team of `team_size`. The
     arguments with a leading d hold every direction; acc__r48 is this thread's."""
     cdef int n_steps = shape.n_steps
     cdef int hidden = shape.hidden
-    cdef int batch = shape.batch
     cdef int g3 = 3 * hidden
     cdef int i = shape.input_size
     cdef int ld_out = shape.n_dirs * hidden
     cdef int64_t n_rows = offsets[n_steps]
     cdef int own_b0 = 0, own_b1 = 0
-    cdef int s0, s1, s, t, bs, cont, part, lo, hi, b, c
+    cdef int s0, s1, s, t, bs, lo, hi
     cdef int64_t block_start, block_stop, row0
-    cdef const floating *h_prev
-    cdef long ld_prev
-    cdef const floating *h_start = h0__dnh + <int64_t> d * batch * hidden
-    cdef floating *dh__nh = dh__dnh + <int64_t> d * batch * hidden
+    cdef floating *dh__nh = dh__dnh + <int64_t> d * shape.batch * hidden
     cdef const floating *save__r4h = save__dr4h + <int64_t> d * n_rows * 4 * hidden
+    cdef const floating *states__rh = states__drh + <int64_t> d * n_rows * hidden
     cdef floating *dgi__q3h = dgi__dq3h + <int64_t> d * shape.block_rows * g3
     cdef floating *dgh__q3h = dgh__dq3h + <int64_t> d * shape.block_rows * g3
-    cdef floating *hp__qh = hp__dqh + <int64_t> d * shape.block_rows * hidden
     cdef const floating *w_hh__h3h = w_hh__dh3h + <int64_t> d * hidden * g3
 
     # Each thread owns the same sequences for the whole call (dL/dh of a sequence stays with
     # it); the barriers around each block's GEMMs separate the blocks.
-    _balanced_rows(lengths, batch, 0, n_steps, team_size, team, &own_b0, &own_b1)
+    _balanced_rows(lengths, shape.batch, 0, n_steps, team_size, team, &own_b0, &own_b1)
 
     s0 = 0
     while s0 < n_steps:
@@ -154,41 +149,24 @@ cdef void _back_direction(const BackShape *shape, int d, int team, int team_size
             t = n_steps - 1 - s if d == 0 else s
             bs = <int> batch_sizes[t]
             row0 = offsets[t]
-            # rows continuing from h(t-1) (the previous step in the forward's order), then
-            # rows that started at t, from h_0 (reverse direction, packed)
-            cont = 0
-            if d == 0 and t > 0:
-                cont = bs
-            elif d == 1 and t + 1 < n_steps:
-                cont = <int> batch_sizes[t + 1]
-            for part in range(2):
-                lo = own_b0 if part == 0 else max(own_b0, cont)
-                hi = min(own_b1, min(bs, cont)) if part == 0 else min(own_b1, bs)
-                if lo >= hi:
-                    continue
-                if part == 0:
-                    h_prev = out__r2h + offsets[t - 1 if d == 0 else t + 1] * ld_out \
-                        + d * hidden + <int64_t> lo * ld_out
-                    ld_prev = ld_out
-                else:
-                    h_prev = h_start + <int64_t> lo * hidden
-                    ld_prev = hidden
-                _gate_grads(hi - lo, hidden, save__r4h + (row0 + lo) * 4 * hidden, h_prev,
-                            ld_prev, gout__r2h + (row0 + lo) * ld_out + d * hidden, ld_out,
-                            dh__nh + <int64_t> lo * hidden, hidden,
-                            dgi__q3h + (row0 - block_start + lo) * g3,
-                            dgh__q3h + (row0 - block_start + lo) * g3,
-                            hp__qh + (row0 - block_start + lo) * hidden)
             lo = own_b0
             hi = min(own_b1, bs)
-            if hi > lo:
-                _back_product(shape, lo, hi, dgh__q3h + (row0 - block_start) * g3, w_hh__h3h,
-                              bpanels__dj3h48 + <int64_t> d * shape.n_col_blocks * g3 * _PANEL,
-                              dh__nh, acc__r48)
+            if hi <= lo:
+                continue
+            _gate_grads(hi - lo, hidden, save__r4h + (row0 + lo) * 4 * hidden,
+                        states__rh + (row0 + lo) * hidden,
+                        gout__r2h + (row0 + lo) * ld_out + d * hidden, ld_out,
+                        dh__nh + <int64_t> lo * hidden, hidden,
+                        dgi__q3h + (row0 - block_start + lo) * g3,
+                        dgh__q3h + (row0 - block_start + lo) * g3)
+            _back_product(shape, lo, hi, dgh__q3h + (row0 - block_start) * g3, w_hh__h3h,
+                          bpanels__dj3h48 + <int64_t> d * shape.n_col_blocks * g3 * _PANEL,
+                          dh__nh, acc__r48)
         cgru_barrier()      # the block's gradients dG are complete
         _back_block_gemms(shape, team, team_size, block_stop - block_start,
-                          x__ri + block_start * i, hp__qh, dgi__q3h, dgh__q3h,
-                          w_ih__di3h + <int64_t> d * i * g3,
+                          x__ri + block_start * i,
+                          states__rh + block_start * hidden, hidden,
+                          dgi__q3h, dgh__q3h, w_ih__di3h + <int64_t> d * i * g3,
                           NULL if dx__dri == NULL
                           else dx__dri + (<int64_t> d * n_rows + block_start) * i,
                           dw_ih__di3h + <int64_t> d * i * g3,
@@ -200,12 +178,12 @@ cdef void _back_direction(const BackShape *shape, int d, int team, int team_size
 
 cdef void _back_worker(const BackShape *shape, int tid, int n_threads,
                        const int64_t *batch_sizes, const int64_t *offsets,
-                       const int64_t *lengths, const floating *x, const floating *out,
-                       const floating *save, const floating *gout, const floating *h0,
-                       const floating *w_ih, const floating *w_hh, const floating *bpanels,
-                       floating *dh, floating *dx, floating *dw_ih, floating *dw_hh,
-                       floating *db_i, floating *db_h, floating *dgi, floating *dgh,
-                       floating *hp, floating *acc__tr48) noexcept nogil:
+                       const int64_t *lengths, const floating *x, const floating *save,
+                       const floating *states, const floating *gout, const floating *w_ih,
+                       const floating *w_hh, const floating *bpanels, floating *dh,
+                       floating *dx, floating *dw_ih, floating *dw_hh, floating *db_i,
+                       floating *db_h, floating *dgi, floating *dgh,
+                       floating *acc__tr48) noexcept nogil:
     """Thread tid's share: one team per direction when there are threads enough (thread tid
     in team tid // D of direction tid % D), else the directions one after the other."""
     cdef int n_dirs = shape.n_dirs
@@ -214,20 +192,21 @@ cdef void _back_worker(const BackShape *shape, int tid, int n_threads,
     if n_threads >= n_dirs:
         d = tid % n_dirs
         _back_direction(shape, d, tid // n_dirs, (n_threads - d + n_dirs - 1) // n_dirs,
-                        batch_sizes, offsets, lengths, x, out, save, gout, h0, w_ih, w_hh,
-                        bpanels, dh, dx, dw_ih, dw_hh, db_i, db_h, dgi, dgh, hp, acc__r48)
+                        batch_sizes, offsets, lengths, x, save, states, gout, w_ih, w_hh,
+                        bpanels, dh, dx, dw_ih, dw_hh, db_i, db_h, dgi, dgh, acc__r48)
         return
     for d in range(n_dirs):
-        _back_direction(shape, d, 0, 1, batch_sizes, offsets, lengths, x, out, save, gout, h0,
-                        w_ih, w_hh, bpanels, dh, dx, dw_ih, dw_hh, db_i, db_h, dgi, dgh, hp,
+        _back_direction(shape, d, 0, 1, batch_sizes, offsets, lengths, x, save, states, gout,
+                        w_ih, w_hh, bpanels, dh, dx, dw_ih, dw_hh, db_i, db_h, dgi, dgh,
                         acc__r48)
 
 
 cdef int _run_layer_backward(BackShape *shape, int n_threads, const int64_t *batch_sizes,
-                             const floating *x, const floating *out, const floating *save,
-                             const floating *gout, const floating *h0, const floating *w_ih,
-                             const floating *w_hh, const floating *bpanels, floating *dh,
-                             floating *dx, floating *dw_ih, floating *dw_hh, floating *db_i,
+                             const floating *x, const floating *save,
+                             const floating *states, const floating *gout,
+                             const floating *w_ih, const floating *w_hh,
+                             const floating *bpanels, floating *dh, floating *dx,
+                             floating *dw_ih, floating *dw_hh, floating *db_i,
                              floating *db_h) noexcept nogil:
     """Allocate the workspace, run every thread's share. Returns 0, or -1 when out of
     memory."""
@@ -255,25 +234,22 @@ cdef int _run_layer_backward(BackShape *shape, int n_threads, const int64_t *bat
     cdef int64_t q = shape.n_dirs * shape.block_rows
     cdef floating *dgi = <floating *> cgru_alloc(q * g3 * sizeof(floating))
     cdef floating *dgh = <floating *> cgru_alloc(q * g3 * sizeof(floating))
-    cdef floating *hp = <floating *> cgru_alloc(q * shape.hidden * sizeof(floating))
     shape.acc_rows = max(CGRU_PANEL_ROWS, min(shape.batch, shape.panel_max_rows))
     cdef floating *acc = <floating *> cgru_alloc(n_threads * shape.acc_rows * _PANEL
                                                  * sizeof(floating))
-    if dgi == NULL or dgh == NULL or hp == NULL or acc == NULL:
-        cgru_free(offsets); cgru_free(lengths); cgru_free(dgi); cgru_free(dgh); cgru_free(hp)
-        cgru_free(acc)
+    if dgi == NULL or dgh == NULL or acc == NULL:
+        cgru_free(offsets); cgru_free(lengths); cgru_free(dgi); cgru_free(dgh); cgru_free(acc)
         return -1
 
     if n_threads == 1:
-        _back_worker(shape, 0, 1, batch_sizes, offsets, lengths, x, out, save, gout, h0, w_ih,
-                     w_hh, bpanels, dh, dx, dw_ih, dw_hh, db_i, db_h, dgi, dgh, hp, acc)
+        _back_worker(shape, 0, 1, batch_sizes, offsets, lengths, x, save, states, gout, w_ih,
+                     w_hh, bpanels, dh, dx, dw_ih, dw_hh, db_i, db_h, dgi, dgh, acc)
     else:
         with parallel(num_threads=n_threads):
             _back_worker(shape, omp_get_thread_num(), omp_get_num_threads(), batch_sizes,
-                         offsets, lengths, x, out, save, gout, h0, w_ih, w_hh, bpanels, dh, dx,
-                         dw_ih, dw_hh, db_i, db_h, dgi, dgh, hp, acc)
-    cgru_free(offsets); cgru_free(lengths); cgru_free(dgi); cgru_free(dgh); cgru_free(hp)
-    cgru_free(acc)
+                         offsets, lengths, x, save, states, gout, w_ih, w_hh, bpanels, dh, dx,
+                         dw_ih, dw_hh, db_i, db_h, dgi, dgh, acc)
+    cgru_free(offsets); cgru_free(lengths); cgru_free(dgi); cgru_free(dgh); cgru_free(acc)
     return 0
 
 
@@ -281,9 +257,8 @@ def gru_layer_backward(const floating[:, ::1] x,
                        LayerWeights weights,
                        const floating[:, :, :, ::1] back_panels,
                        const int64_t[::1] batch_sizes,
-                       const floating[:, :, ::1] h0,
-                       const floating[:, ::1] out,
                        const floating[:, :, ::1] save,
+                       const floating[:, :, ::1] states,
                        const floating[:, ::1] grad_out,
                        floating[:, :, ::1] dh,
                        floating[:, :, ::1] grad_x,     # None: no input gradient
@@ -303,9 +278,8 @@ def gru_layer_backward(const floating[:, ::1] x,
         weights     LayerWeights   the weights of that forward pass
         back_panels (D, J, 3H, 48) W_hh as panels of 48 hidden units (cgru/_layout.py)
         batch_sizes (L,)           as the forward's
-        h0          (D, N, H)      the forward's initial state
-        out         (R, D*H)       the forward's output rows
-        save        (D, R, 4H)     the gates the forward saved (gru_layer(..., save=save))
+        save        (D, R, 4H)     the gates the forward saved (gru_layer(..., save, states))
+        states      (D, R, H)      each row's h(t-1), as the forward saved it
         grad_out    (R, D*H)       dL/d out
         dh          (D, N, H)      in: dL/dh_n; out: dL/dh_0
         grad_x      (D, R, I)      written: each direction's share of dL/dx; None skips
@@ -314,7 +288,7 @@ def gru_layer_backward(const floating[:, ::1] x,
         grad_w_hh   (D, H, 3H)     accumulated: dL/dW_hh, likewise
         grad_b_ih   (D, 3H)        accumulated: dL/d(input-side biases)
         grad_b_hh   (D, 3H)        accumulated: dL/d(recurrent biases)
-    The blocks of steps_per_block steps bound the workspace (about 7H values per row of a
+    The blocks of steps_per_block steps bound the workspace (6H values per row of a
     block); recurrent products of at most panel_max_rows rows use the panels, larger ones BLAS.
     Shapes are not checked here: cgru/_engine/stack.py passes what the forward pass used.
     """
@@ -326,15 +300,15 @@ def gru_layer_backward(const floating[:, ::1] x,
     shape.n_steps = batch_sizes.shape[0]
     shape.n_dirs = weights.n_dirs
     shape.input_size = x.shape[1]
-    shape.hidden = h0.shape[2]
-    shape.batch = h0.shape[1]
+    shape.hidden = dh.shape[2]
+    shape.batch = dh.shape[1]
     shape.panel_max_rows = panel_max_rows
     shape.n_col_blocks = back_panels.shape[1]
     shape.steps_per_block = max(1, min(steps_per_block, shape.n_steps))
     n_threads = max(1, n_threads)
     with nogil:
-        status = _run_layer_backward(&shape, n_threads, &batch_sizes[0], &x[0, 0], &out[0, 0],
-                                     &save[0, 0, 0], &grad_out[0, 0], &h0[0, 0, 0],
+        status = _run_layer_backward(&shape, n_threads, &batch_sizes[0], &x[0, 0],
+                                     &save[0, 0, 0], &states[0, 0, 0], &grad_out[0, 0],
                                      <const floating *> weights.w_ih,
                                      <const floating *> weights.w_hh, &back_panels[0, 0, 0, 0],
                                      &dh[0, 0, 0], dx, &grad_w_ih[0, 0, 0],

@@ -13,12 +13,14 @@ cdef extern from "cgru_gates.h":
                               const float *gh, long ld_gh, int sh, const float *bias_gi, int sb,
                               const float *bias_hn, const float *h_prev, long ld_prev,
                               float *h_next, long ld_next, float *save,
-                              long ld_save) noexcept nogil
+                              long ld_save, float *save_h,
+                              long ld_save_h) noexcept nogil
     void cgru_gate_rows_double(int rows, int u, const double *gi, long ld_gi, int si,
                                const double *gh, long ld_gh, int sh, const double *bias_gi,
                                int sb, const double *bias_hn, const double *h_prev,
                                long ld_prev, double *h_next, long ld_next, double *save,
-                               long ld_save) noexcept nogil
+                               long ld_save, double *save_h,
+                               long ld_save_h) noexcept nogil
 
 
 cdef extern from "cgru_panels.h":

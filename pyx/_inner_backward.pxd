@@ -2,9 +2,8 @@
 
 cdef extern from "cgru_backward.h":
     void cgru_gate_grads_float(int rows, int hidden, const float *save, const float *h_prev,
-                               long ld_prev, const float *g_out, long ld_out, float *g,
-                               long ld_g, float *dgi, float *dgh, float *h_copy) noexcept nogil
+                               const float *g_out, long ld_out, float *g, long ld_g,
+                               float *dgi, float *dgh) noexcept nogil
     void cgru_gate_grads_double(int rows, int hidden, const double *save,
-                                const double *h_prev, long ld_prev, const double *g_out,
-                                long ld_out, double *g, long ld_g, double *dgi, double *dgh,
-                                double *h_copy) noexcept nogil
+                                const double *h_prev, const double *g_out, long ld_out,
+                                double *g, long ld_g, double *dgi, double *dgh) noexcept nogil

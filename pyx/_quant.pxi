@@ -309,7 +309,8 @@ def quant_layer(const float[:, ::1] x,
                 _widen(mode, d, shape.hidden, <int> g3, weights.w_hh, weights.hh_scales, w_hh)
             status = _run_layer(&shape, n_threads, &x[0, 0], w_ih, ih_panels, w_hh,
                                 <const float *> NULL, weights.bias_gi, weights.bias_hn,
-                                &batch_sizes[0], &h[0, 0, 0], &out[0, 0], <float *> NULL)
+                                &batch_sizes[0], &h[0, 0, 0], &out[0, 0], <float *> NULL,
+                                <float *> NULL)
         cgru_free(w_ih); cgru_free(ih_panels); cgru_free(w_hh)
     if status != 0:
         raise MemoryError("cgru: could not allocate the GRU workspace")

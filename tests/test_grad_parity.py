@@ -503,6 +503,14 @@ def test_later_edits_of_inputs_do_not_reach_backward(rng):
         out[...] = 0.0
         h_n[...] = 0.0
         assert_grads_close(backward(g_out, g_h), want, 0)
+    # the output vjp returns is the caller's: the tape keeps the states it needs apart
+    cell = cgru.GRUCell(3, 4, dtype=np.float64, seed=0)
+    x1, h = x[0].copy(), hx[0, :, :4].copy()
+    h1, cell_backward = cell.vjp(x1, h)
+    g = rng.standard_normal(h1.shape)
+    want = cell_backward(g)
+    x1[...], h[...], h1[...] = 3.0, -2.0, 0.0
+    assert_grads_close(cell_backward(g), want, 0)
 
 
 def test_backward_keeps_the_weights_of_its_forward(rng):

@@ -181,12 +181,12 @@ def test_plans_follow_the_thresholds(monkeypatch):
 
 @pytest.mark.parametrize("batch", [1, 12, 300])
 def test_backward_workspace_is_bounded_by_bytes_and_by_the_tape(monkeypatch, batch):
-    # 7H values a row of workspace per direction: at most BACKWARD_WORKSPACE_BYTES, and at most
+    # 6H values a row of workspace per direction: at most BACKWARD_WORKSPACE_BYTES, and at most
     # BACKWARD_WORKSPACE_TAPE_SHARE of the 4H saved values a row unless that would leave a
     # block fewer than BACKWARD_MIN_BLOCK_ROWS rows
     monkeypatch.setattr(policy, "BACKWARD_WORKSPACE_BYTES", 1 << 20)
     shape = policy.stack_shape(8, 32, 1, 1, np.dtype(np.float32))
-    step_bytes = 7 * 32 * 4 * batch
+    step_bytes = 6 * 32 * 4 * batch
     min_steps = -(-policy.BACKWARD_MIN_BLOCK_ROWS // batch)
     for n_steps in (1, 5, 40, 400, 4000):
         sizes = cgru._engine.dense_batch_sizes(n_steps, batch)
@@ -210,9 +210,10 @@ def test_short_backward_blocks_keep_their_rows():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("hidden", [32, 33])
 def test_saved_gates_streamed_or_stored_in_place(rng, dtype, hidden):
-    # vjp's forward streams the saved gates to memory four rows at a time when their rows are
-    # vector-aligned (hidden 32), else stores them in place (hidden 33); every count of rows
-    # per step from 9 down to 1 (packed), so groups of four and the rows left over.
+    # vjp's forward streams the saved gates and states to memory four rows at a time when
+    # their rows are vector-aligned (hidden 32), else stores them in place (hidden 33); every
+    # count of rows per step from 9 down to 1 (packed), so groups of four and the rows left
+    # over.
     lengths = np.repeat(np.arange(9, 0, -1), 5)[:9] * 5
     batch, steps = len(lengths), int(lengths.max())
     gru = cgru.GRU(6, hidden, 1, dtype=dtype, seed=hidden)
@@ -224,8 +225,17 @@ def test_saved_gates_streamed_or_stored_in_place(rng, dtype, hidden):
             (out, _), backward = gru.vjp(packed)
             grads = backward(cgru.pack_padded_sequence(grad_out, lengths,
                                                        enforce_sorted=False).data)
-        save = backward._tape[0].save
+        save, started = backward._tape[0].save, backward._tape[0].states
         assert save.nbytes >= 16 << 10 and save.ctypes.data % 64 == 0   # the aligned case
+        # each row's h(t-1) is saved beside its gates: the output rows of the step before,
+        # or h_0 (zeros) for the first step
+        offsets = np.concatenate([[0], np.cumsum(out.batch_sizes)])
+        want_started = np.zeros_like(started[0])
+        for t in range(1, steps):
+            rows = out.batch_sizes[t]
+            want_started[offsets[t]:offsets[t] + rows] = out.data[offsets[t - 1]:
+                                                                 offsets[t - 1] + rows]
+        np.testing.assert_array_equal(started[0], want_started)
         _, _, want = gru_reference_vjp(gru.state_dict(), x, None, 1, False, lengths, grad_out,
                                        None)
         grads["input"] = cgru.pad_packed_sequence(

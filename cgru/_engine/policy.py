@@ -64,14 +64,18 @@ BLAS_SINGLE_THREAD_WORK = 65536 * 4
 
 # -- backward ------------------------------------------------------------------------------------
 
-# The backward pass works through blocks of steps whose dG_i, dG_h and h(t-1) rows (7H values a
-# row) take about this many bytes per direction: its weight-gradient GEMMs then have thousands
-# of rows (S6: 585, S5: 1170), while the workspace stays bounded however long the sequence.
+# The backward pass works through blocks of steps whose dG_i and dG_h rows (6H values a row)
+# take about this many bytes per direction: its weight-gradient GEMMs then have thousands
+# of rows (S6: 512), while the workspace stays bounded however long the sequence.
 BACKWARD_WORKSPACE_BYTES = 8 << 20
 # ... and at most this share of the direction's saved gates (4H values a row), so that a short
-# training step's peak memory is not mostly workspace: S3's one block of 800 rows took 5.7 MB
-# beside a 3.3 MB tape, and the step's peak was PyTorch's (11.3 against 10.7 MB).
-BACKWARD_WORKSPACE_TAPE_SHARE = 0.5
+# training step's peak memory is not mostly workspace (S3's one block of 800 rows took 5.7 MB
+# beside a 3.3 MB tape, and the step's peak was PyTorch's: 11.3 against 10.7 MB). Smaller
+# blocks are faster, too, while they keep BACKWARD_MIN_BLOCK_ROWS: backward alone at one /
+# two threads, shares 0.125 / 0.25 / 0.5 interleaved (AMD EPYC Zen 2): S4 11.4 / 11.5 / 12.7
+# and 9.0 / 8.6 / 9.8 ms, S7 11.7 / 11.7 / 13.3 and 8.7 / 8.7 / 9.4, S8 24.5 / 24.6 / 25.3
+# and 20.8 / 20.5 / 20.4.
+BACKWARD_WORKSPACE_TAPE_SHARE = 0.25
 # ... but the share never cuts a block below this many rows: S2's 200 one-row steps in four
 # blocks (three GEMMs each) took 1.05 ms against 1.03 in one at one thread, 1.38 against 1.28
 # at two.
@@ -196,7 +200,7 @@ def _remember(key):
 def _make_plan(shape, rows, batch, n_steps, n_threads, task, precision):
     """plan()'s Plan for a call of n_threads threads at most."""
     if task == "backward":
-        step_bytes = 7 * shape.hidden * shape.itemsize * batch
+        step_bytes = 6 * shape.hidden * shape.itemsize * batch
         saved_gates = rows * 4 * shape.hidden * shape.itemsize
         steps_per_block = min(BACKWARD_WORKSPACE_BYTES // step_bytes,
                               max(int(BACKWARD_WORKSPACE_TAPE_SHARE * saved_gates) // step_bytes,

@@ -25,13 +25,14 @@ _QUANT_KERNEL = kernel.quant_layer
 
 
 class LayerTape(NamedTuple):
-    """What the backward pass of one layer needs of its forward pass."""
+    """What the backward pass of one layer needs of its forward pass (not its output rows:
+    the kernel saves each row's h(t-1) with its gates)."""
     x: np.ndarray           # (R, I) the layer's input rows (after the dropout below it)
-    out: np.ndarray         # (R, D*H) its output rows (before dropout)
-    save: np.ndarray        # (D, R, 4H) the gates the kernel saved
+    save: np.ndarray        # (D, R, 4H) each row's gates, as the kernel saved them
+    states: np.ndarray      # (D, R, H) each row's h(t-1), as the kernel saved them
     weights: object         # the LayerWeights of that forward pass
-    h0: np.ndarray          # (D, N, H) its initial state
-    mask: Optional[np.ndarray]  # (R, D*H) the dropout applied to out (scale included), or None
+    mask: Optional[np.ndarray]  # (R, D*H) the dropout applied to its output (scale included),
+                                # or None
 
 
 @functools.lru_cache(maxsize=64)
@@ -91,7 +92,6 @@ class LayerStack:
         rows = x.shape[0]
         call_plan = plan(self.shape, rows, batch_sizes, "forward", precision)
         args = call_plan.kernel_args
-        h0 = h_n.copy() if tape is not None else None
         last = self.num_layers - 1
         # (the guard inline: a function call is a tenth of S1's Python side)
         with blas_single_threaded() if call_plan.limit_blas else NO_GUARD:
@@ -105,14 +105,13 @@ class LayerStack:
                     self._layer_kernel(x, weights, batch_sizes, states, out, *args)
                 else:
                     save = recycled_empty((d, rows, 4 * h), self.dtype)
-                    self._layer_kernel(x, weights, batch_sizes, states, out, *args, save)
+                    started = recycled_empty((d, rows, h), self.dtype)
+                    self._layer_kernel(x, weights, batch_sizes, states, out, *args, save,
+                                       started)
                 mask = None if dropout is None or layer == last else dropout(out.shape)
                 if tape is not None:
-                    tape.append(LayerTape(x, out, save, weights,
-                                          h0[layer * d:(layer + 1) * d], mask))
-                    x = out if mask is None else out * mask    # the tape keeps out as it was
-                else:
-                    x = out if mask is None else np.multiply(out, mask, out=out)
+                    tape.append(LayerTape(x, save, started, weights, mask))
+                x = out if mask is None else np.multiply(out, mask, out=out)
         return x
 
     def backward(self, tape, batch_sizes, grad_rows, grad_h_n, *, input_grad=True):
@@ -142,7 +141,7 @@ class LayerStack:
                          np.zeros((d, 3 * h), dtype=self.dtype),
                          np.zeros((d, 3 * h), dtype=self.dtype))
                 run_backward(record.x, record.weights, record.weights.back_panels, batch_sizes,
-                             record.h0, record.out, record.save, grad_rows, dh, grad_x, *grads,
+                             record.save, record.states, grad_rows, dh, grad_x, *grads,
                              call_plan.n_threads, call_plan.steps_per_block,
                              call_plan.panel_max_rows)
                 grad_h0[layer * d:(layer + 1) * d] = dh

@@ -1,6 +1,6 @@
 """The vector-Jacobian product of one forward pass: what GRU.vjp and GRUCell.vjp return.
 
-A `Backward` holds the forward pass's tape (each layer's input, output, saved gates and
+A `Backward` holds the forward pass's tape (each layer's input, saved gates and states, and
 weights) and maps the caller's upstream gradients to the kernel's packed rows and back.
 """
 import numpy as np
@@ -14,8 +14,8 @@ class Backward:
     for one forward pass.
 
     Returned by GRU.vjp (and, wrapped, by GRUCell.vjp). Holds what that forward pass kept
-    (per layer: its input and output rows, 4H saved gate values per row and direction, and
-    the weights of the time), so that it may be called any number of times, from any thread,
+    (per layer: its input rows, 5H saved values per row and direction, and the weights of the
+    time), so that it may be called any number of times, from any thread,
     whatever happens to the module meanwhile; all of it is freed with this object.
     """
 

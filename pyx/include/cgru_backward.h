@@ -13,29 +13,26 @@
 #ifndef CGRU_BACKWARD_H
 #define CGRU_BACKWARD_H
 
-#include <string.h>
-
 #include "cgru_vec.h"   /* CGRU_FMAS */
 
 /* rows of one step: save (row m at save + m * 4H; unit block k's r | z | n | hn at 4 * 16k,
-   gate stride u); h_prev (row m at h_prev + m * ld_prev); g = dL/dh' from the later steps
-   (row m at g + m * ld_g; replaced by g * z), to which g_out, the output's gradient (row m
-   at g_out + m * ld_out), is added first; dgi and dgh (row m at + m * 3H; block k's gates
-   at 3 * 16k, gate stride u: the forward's projection layout); h_copy (row m at + m * H):
-   h_prev gathered for the weight-gradient GEMM. */
+   gate stride u); h_prev, the rows' h(t-1) (row m at h_prev + m * H); g = dL/dh' from the
+   later steps (row m at
+   g + m * ld_g; replaced by g * z), to which g_out, the output's gradient (row m at
+   g_out + m * ld_out), is added first; dgi and dgh (row m at + m * 3H; block k's gates at
+   3 * 16k, gate stride u: the forward's projection layout). */
 #define CGRU_GATE_GRADS(T) \
 static inline void cgru_gate_grads_##T(int rows, int hidden, const T *restrict save, \
-                                       const T *restrict h_prev, long ld_prev, \
+                                       const T *restrict h_prev, \
                                        const T *restrict g_out, long ld_out, \
                                        T *restrict g, long ld_g, T *restrict dgi, \
-                                       T *restrict dgh, T *restrict h_copy) { \
+                                       T *restrict dgh) { \
     for (int m = 0; m < rows; m++) { \
         const T *sv_row = save + (long)m * 4 * hidden; \
-        const T *hp_row = h_prev + m * ld_prev; \
+        const T *hp_row = h_prev + (long)m * hidden; \
         const T *go_row = g_out + m * ld_out; \
         T *g_row = g + m * ld_g; \
         T *gi_row = dgi + (long)m * 3 * hidden, *gh_row = dgh + (long)m * 3 * hidden; \
-        memcpy(h_copy + (long)m * hidden, hp_row, hidden * sizeof(T)); \
         for (int u0 = 0; u0 < hidden; u0 += 16) { \
             const int u = hidden - u0 < 16 ? hidden - u0 : 16; \
             const T *restrict r = sv_row + 4 * u0, *restrict z = r + u; \

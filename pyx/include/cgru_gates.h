@@ -27,7 +27,7 @@ static inline __attribute__((always_inline)) void                               
 cgru_gates16_##T##_##P##_##SAVE(const T *gi, long ld_gi, int si, const T *gh, long ld_gh, \
                        int sh, const T *bias_gi, int sb, const T *bias_hn,                \
                        const T *h_prev, long ld_prev, T *h_next, long ld_next, T *save,   \
-                       long ld_save, int ss) {                                            \
+                       long ld_save, int ss, T *save_h, long ld_save_h) {                 \
     typedef cgru_v##T V;                                                                  \
     const V one = (V){0} + 1;                                                             \
     for (int c = 0; c < CGRU_UB; c += CGRU_LANES(T)) {  /* 1 to 8 vectors */              \
@@ -60,14 +60,21 @@ cgru_gates16_##T##_##P##_##SAVE(const T *gi, long ld_gi, int si, const T *gh, lo
             }                                                                             \
         }                                                                                 \
         /* h' = (1 - z) * n + z * h, written as ATen's CPU cell writes it */              \
-        CGRU_UNROLL for (int p = 0; p < P; p++)                                           \
-            *(V *)(h_next + p * ld_next + c) =                                            \
-                CGRU_FMA(T, z[p], *(const V *)(h_prev + p * ld_prev + c) - n[p], n[p]);   \
+        CGRU_UNROLL for (int p = 0; p < P; p++) {                                         \
+            const V h = *(const V *)(h_prev + p * ld_prev + c);                           \
+            if (SAVE)     /* and h(t-1), the backward's operand of dL/dW_hh */            \
+                *(V *)(save_h + p * ld_save_h + c) = h;                                   \
+            *(V *)(h_next + p * ld_next + c) = CGRU_FMA(T, z[p], h - n[p], n[p]);         \
+        }                                                                                 \
     }                                                                                     \
 }
 /* save (NULL: the forward alone): row m's r, z, n and W_hn h + b_hn of these units at
-   save + m * ld_save + g * ss, for the backward pass. A separate instantiation, so that
-   the inference path carries no store and no test.
+   save + m * ld_save + g * ss, and its h(t-1) at save_h + m * ld_save_h, for the backward
+   pass (the state a step starts from is what the weight gradient of W_hh multiplies: kept
+   here, the tape needs no output rows, and vjp hands its output to the caller without a
+   copy; kept apart from the gates, the backward reads both in order: interleaved in one
+   row of 5H, its gate-gradient pass took 40% longer).
+   A separate instantiation, so that the inference path carries no store and no test.
    Where the saved rows are vector-aligned, four rows at a time go through a staging block in
    L1 and on to memory by non-temporal stores, whole lines one after the other (the caller
    fences them once, cgru_stream_fence, before another thread may read them). Stored in
@@ -82,7 +89,7 @@ cgru_gates16_##T##_##P##_##SAVE(const T *gi, long ld_gi, int si, const T *gh, lo
     int rows, int u, const T *restrict gi, long ld_gi, int si, const T *restrict gh,      \
     long ld_gh, int sh, const T *restrict bias_gi, int sb, const T *restrict bias_hn,     \
     const T *restrict h_prev, long ld_prev, T *restrict h_next, long ld_next,            \
-    T *restrict save, long ld_save
+    T *restrict save, long ld_save, T *restrict save_h, long ld_save_h
 #define CGRU_GATE_ROWS(T, SAVE)                                                           \
 static inline void cgru_gate_rows_##T##_##SAVE(CGRU_GATE_ROWS_PARAMS(T)) {                \
     if (u == CGRU_UB) {                                                                   \
@@ -91,34 +98,37 @@ static inline void cgru_gate_rows_##T##_##SAVE(CGRU_GATE_ROWS_PARAMS(T)) {      
             cgru_gates16_##T##_4_##SAVE(gi + m * ld_gi, ld_gi, si, gh + m * ld_gh, ld_gh, \
                                  sh, bias_gi, sb, bias_hn, h_prev + m * ld_prev, ld_prev, \
                                  h_next + m * ld_next, ld_next, save + m * ld_save,       \
-                                 ld_save, CGRU_UB);                                       \
+                                 ld_save, CGRU_UB, save_h + m * ld_save_h, ld_save_h);    \
         for (; m + 2 <= rows; m += 2)                                                     \
             cgru_gates16_##T##_2_##SAVE(gi + m * ld_gi, ld_gi, si, gh + m * ld_gh, ld_gh, \
                                  sh, bias_gi, sb, bias_hn, h_prev + m * ld_prev, ld_prev, \
                                  h_next + m * ld_next, ld_next, save + m * ld_save,       \
-                                 ld_save, CGRU_UB);                                       \
+                                 ld_save, CGRU_UB, save_h + m * ld_save_h, ld_save_h);    \
         if (m < rows)                                                                     \
             cgru_gates16_##T##_1_##SAVE(gi + m * ld_gi, 0, si, gh + m * ld_gh, 0, sh,     \
                                  bias_gi, sb, bias_hn, h_prev + m * ld_prev, 0,           \
                                  h_next + m * ld_next, 0, save + m * ld_save, 0,          \
-                                 CGRU_UB);                                                \
+                                 CGRU_UB, save_h + m * ld_save_h, ld_save_h);             \
         return;                                                                           \
     }                                                                                     \
     T bias[4][CGRU_UB] = {{0}};                                                           \
     for (int g = 0; g < 3; g++) memcpy(bias[g], bias_gi + g * sb, u * sizeof(T));         \
     memcpy(bias[3], bias_hn, u * sizeof(T));                                              \
     for (int m = 0; m < rows; m++) {                                                      \
-        T in[7][CGRU_UB] = {{0}}, out[CGRU_UB], kept[4][CGRU_UB];                         \
+        T in[7][CGRU_UB] = {{0}}, out[CGRU_UB], kept[5][CGRU_UB];                         \
         const T *from[7] = {gi + m * ld_gi, gi + m * ld_gi + si, gi + m * ld_gi + 2 * si, \
                             gh + m * ld_gh, gh + m * ld_gh + sh, gh + m * ld_gh + 2 * sh, \
                             h_prev + m * ld_prev};                                        \
         for (int i = 0; i < 7; i++) memcpy(in[i], from[i], u * sizeof(T));                \
         cgru_gates16_##T##_1_##SAVE(in[0], 0, CGRU_UB, in[3], 0, CGRU_UB, bias[0],        \
-                             CGRU_UB, bias[3], in[6], 0, out, 0, kept[0], 0, CGRU_UB);    \
+                             CGRU_UB, bias[3], in[6], 0, out, 0, kept[0], 0, CGRU_UB,     \
+                             kept[4], 0);                                                 \
         memcpy(h_next + m * ld_next, out, u * sizeof(T));                                 \
-        if (SAVE)                                                                         \
+        if (SAVE) {                                                                       \
             for (int g = 0; g < 4; g++)                                                   \
                 memcpy(save + m * ld_save + g * u, kept[g], u * sizeof(T));               \
+            memcpy(save_h + m * ld_save_h, kept[4], u * sizeof(T));                       \
+        }                                                                                 \
     }                                                                                     \
 }
 #define CGRU_GATE_BLOCK(T)                                                                \
@@ -132,40 +142,49 @@ CGRU_GATE_ROWS(T, 0)                                                            
 CGRU_GATE_ROWS(T, 1)                                                                      \
 static __attribute__((noinline)) void                                                     \
 cgru_gate_rows_streamed_##T(CGRU_GATE_ROWS_PARAMS(T)) {                                   \
-    T stage[4][4 * CGRU_UB] __attribute__((aligned(64)));                                 \
+    /* per row: the four gates of the block, then h(t-1) */                               \
+    T stage[4][5 * CGRU_UB] __attribute__((aligned(64)));                                 \
     int m = 0;                                                                            \
     for (; u == CGRU_UB && m + 4 <= rows; m += 4) {                                       \
         cgru_gates16_##T##_4_1(gi + m * ld_gi, ld_gi, si, gh + m * ld_gh, ld_gh, sh,      \
                                bias_gi, sb, bias_hn, h_prev + m * ld_prev, ld_prev,       \
-                               h_next + m * ld_next, ld_next, stage[0], 4 * CGRU_UB,      \
-                               CGRU_UB);                                                  \
-        for (int p = 0; p < 4; p++)     /* whole lines, one after the other */            \
+                               h_next + m * ld_next, ld_next, stage[0], 5 * CGRU_UB,      \
+                               CGRU_UB, stage[0] + 4 * CGRU_UB, 5 * CGRU_UB);             \
+        for (int p = 0; p < 4; p++) {   /* whole lines, one after the other */            \
             for (int c = 0; c < 4 * CGRU_UB; c += CGRU_LANES(T))                          \
                 CGRU_STREAM(T, save + (m + p) * ld_save + c,                              \
                             *(const cgru_v##T *)(stage[p] + c));                          \
+            for (int c = 0; c < CGRU_UB; c += CGRU_LANES(T))                              \
+                CGRU_STREAM(T, save_h + (m + p) * ld_save_h + c,                          \
+                            *(const cgru_v##T *)(stage[p] + 4 * CGRU_UB + c));            \
+        }                                                                                 \
     }                                                                                     \
     if (m < rows)                                                                         \
         cgru_gate_rows_##T##_1(rows - m, u, gi + m * ld_gi, ld_gi, si, gh + m * ld_gh,    \
                                ld_gh, sh, bias_gi, sb, bias_hn, h_prev + m * ld_prev,     \
                                ld_prev, h_next + m * ld_next, ld_next,                    \
-                               save + m * ld_save, ld_save);                              \
+                               save + m * ld_save, ld_save, save_h + m * ld_save_h,       \
+                               ld_save_h);                                                \
 }                                                                                         \
 static inline void cgru_gate_rows_##T(int rows, int u, const T *gi, long ld_gi, int si,   \
                                       const T *gh, long ld_gh, int sh, const T *bias_gi,  \
                                       int sb, const T *bias_hn, const T *h_prev,          \
                                       long ld_prev, T *h_next, long ld_next, T *save,     \
-                                      long ld_save) {                                     \
+                                      long ld_save, T *save_h, long ld_save_h) {          \
     if (save && rows >= 4 && u == CGRU_UB                                                 \
-        && ((uintptr_t)save | (uintptr_t)ld_save * sizeof(T)) % CGRU_VECTOR_BYTES == 0)   \
+        && ((uintptr_t)save | (uintptr_t)save_h | (uintptr_t)(ld_save | ld_save_h)       \
+            * sizeof(T)) % CGRU_VECTOR_BYTES == 0)                                        \
         cgru_gate_rows_streamed_##T(rows, u, gi, ld_gi, si, gh, ld_gh, sh, bias_gi, sb,   \
                                     bias_hn, h_prev, ld_prev, h_next, ld_next, save,      \
-                                    ld_save);                                             \
+                                    ld_save, save_h, ld_save_h);                          \
     else if (save)                                                                        \
         cgru_gate_rows_##T##_1(rows, u, gi, ld_gi, si, gh, ld_gh, sh, bias_gi, sb,        \
-                               bias_hn, h_prev, ld_prev, h_next, ld_next, save, ld_save); \
+                               bias_hn, h_prev, ld_prev, h_next, ld_next, save, ld_save,  \
+                               save_h, ld_save_h);                                        \
     else                                                                                  \
         cgru_gate_rows_##T##_0(rows, u, gi, ld_gi, si, gh, ld_gh, sh, bias_gi, sb,        \
-                               bias_hn, h_prev, ld_prev, h_next, ld_next, save, ld_save); \
+                               bias_hn, h_prev, ld_prev, h_next, ld_next, save, ld_save,  \
+                               save_h, ld_save_h);                                        \
 }
 CGRU_GATE_BLOCK(float)
 CGRU_GATE_BLOCK(double)
