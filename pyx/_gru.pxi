@@ -48,7 +48,7 @@ from libc.string cimport memcpy
 from _blas cimport gemm
 from _inner cimport (CGRU_PANEL_ROWS, CGRU_PANEL_ROWS_D, CGRU_PANEL_ROWS_F, cgru_alloc,
                      cgru_free, cgru_gate_rows_double, cgru_gate_rows_float,
-                     cgru_panel_tile_double, cgru_panel_tile_float, cgru_prefetch_rows,
+                     cgru_panel_tile_cols_double, cgru_panel_tile_cols_float, cgru_prefetch_rows,
                      cgru_stream_fence)
 from _openmp cimport CGRU_OPENMP, cgru_barrier, omp_get_num_threads, omp_get_thread_num
 
@@ -107,27 +107,28 @@ cdef inline int _panel_rows(const floating *dtype_only) noexcept nogil:
 
 
 cdef void _tile_product(int b0, int b1, int depth, const floating *h, long ldh,
-                        const floating *panel, floating *acc__r48,
-                        bint single_chain) noexcept nogil:
+                        const floating *panel, floating *acc__r48, bint single_chain,
+                        int cols) noexcept nogil:
     """acc[b - b0] = h[b] @ panel for rows b0..b1, k-blocked: a chunk of the panel (24 KB)
     stays in L1 while every row group of the tile uses it, where a whole K x 48 panel (96 KB
     at K = 512) was re-read from L2 by each group of rows. single_chain: sum every row in the
     one order that does not depend on the rows around it, as the callers ask whenever the
     rows that must agree are spread over more than one register block or thread (see
-    cgru_panel_tile in pyx/include/cgru_panels.h)."""
+    cgru_panel_tile in pyx/include/cgru_panels.h). cols: the panel columns wanted (the
+    first 16, 32 or all 48 are computed)."""
     cdef int kc, kn
     cdef int chunk = _K_CHUNK if floating is float else _K_CHUNK // 2
     kc = 0
     while kc < depth:
         kn = min(chunk, depth - kc)
         if floating is float:
-            cgru_panel_tile_float(b1 - b0, kn, h + <int64_t> b0 * ldh + kc, ldh,
-                                  panel + <int64_t> kc * _PANEL, acc__r48, kc > 0,
-                                  single_chain)
+            cgru_panel_tile_cols_float(b1 - b0, cols, kn, h + <int64_t> b0 * ldh + kc, ldh,
+                                       panel + <int64_t> kc * _PANEL, acc__r48, kc > 0,
+                                       single_chain)
         else:
-            cgru_panel_tile_double(b1 - b0, kn, h + <int64_t> b0 * ldh + kc, ldh,
-                                   panel + <int64_t> kc * _PANEL, acc__r48, kc > 0,
-                                   single_chain)
+            cgru_panel_tile_cols_double(b1 - b0, cols, kn, h + <int64_t> b0 * ldh + kc, ldh,
+                                        panel + <int64_t> kc * _PANEL, acc__r48, kc > 0,
+                                        single_chain)
         kc += kn
 
 
@@ -212,15 +213,15 @@ cdef void _tile_step(const Shape *shape, int d, int b0, int b1, int k0, int k1, 
                 else:
                     _tile_product(b0, b1, hidden, h_prev, ld_prev,
                                   panels__kh48 + <int64_t> k * hidden * _PANEL, acc__r48,
-                                  single_chain)
+                                  single_chain, _PANEL)
             else:
                 _tile_product(b0, b1, hidden, h_prev, ld_prev,
                               panels__kh48 + <int64_t> k * hidden * _PANEL, acc__r48,
-                              single_chain)
+                              single_chain, _PANEL)
             if shape.fused:
                 _tile_product(b0, b1, shape.input_size, x__ni, shape.input_size,
                               ih_panels__ki48 + <int64_t> k * shape.input_size * _PANEL, acc_x,
-                              single_chain)
+                              single_chain, _PANEL)
             _gate_rows(b1 - b0, u,
                        <const floating *> acc_x if shape.fused
                        else gi__n3h + <int64_t> b0 * g3 + 3 * u0,
@@ -261,7 +262,7 @@ cdef void _panel_projection(const Shape *shape, int rows, const floating *x__ri,
         u = min(_UB, hidden - u0)
         _tile_product(0, rows, shape.input_size, x__ri, shape.input_size,
                       panels__ki48 + <int64_t> k * shape.input_size * _PANEL, acc__r48,
-                      single_chain)
+                      single_chain, _PANEL)
         for m in range(rows):
             for g in range(3):
                 memcpy(gi__r3h + <int64_t> m * 3 * hidden + 3 * u0 + g * u,

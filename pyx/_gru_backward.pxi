@@ -57,7 +57,7 @@ cdef void _back_product(const BackShape *shape, int b0, int b1, const floating *
             c0 = j * _PANEL
             cols = min(_PANEL, hidden - c0)
             _tile_product(b0, b1, g3, dgh__n3h, g3, bpanels__j3h48 + <int64_t> j * g3 * _PANEL,
-                          acc__r48, b1 - b0 > _panel_rows(dgh__n3h))
+                          acc__r48, b1 - b0 > _panel_rows(dgh__n3h), cols)
             for b in range(b0, b1):
                 row = dh__nh + <int64_t> b * hidden + c0
                 acc_row = acc__r48 + <int64_t> (b - b0) * _PANEL

@@ -32,3 +32,9 @@ cdef extern from "cgru_panels.h":
     void cgru_panel_tile_double(int rows, int K, const double *h, long ldh,
                                 const double *panel, double *acc, int accumulate,
                                 int single_chain) noexcept nogil
+    void cgru_panel_tile_cols_float(int rows, int cols, int K, const float *h, long ldh,
+                                    const float *panel, float *acc, int accumulate,
+                                    int single_chain) noexcept nogil
+    void cgru_panel_tile_cols_double(int rows, int cols, int K, const double *h, long ldh,
+                                     const double *panel, double *acc, int accumulate,
+                                     int single_chain) noexcept nogil

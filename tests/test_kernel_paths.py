@@ -135,7 +135,9 @@ BACKWARD_PATHS = {  # name: (BACKWARD_PANEL_MAX_ROWS, BACKWARD_WORKSPACE_BYTES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_backward_paths_match_reference(monkeypatch, rng, path, dtype):
     # The backward's recurrent product from panels or BLAS, its weight gradients over one block
-    # or one block per step (two barriers each), on 1 to 3 threads.
+    # or one block per step (two barriers each), on 1 to 3 threads. The panels are 48 hidden
+    # units wide, and a last panel of 16 or fewer units (hidden 16, 49) or of 32 or fewer (20,
+    # 80) takes a narrower kernel.
     panel, workspace = BACKWARD_PATHS[path]
     monkeypatch.setattr(policy, "BACKWARD_PANEL_MAX_ROWS", panel)
     monkeypatch.setattr(policy, "PANEL_MAX_ROWS_FLOAT64", panel)
@@ -143,7 +145,7 @@ def test_backward_paths_match_reference(monkeypatch, rng, path, dtype):
     monkeypatch.setattr(policy, "BACKWARD_WORKSPACE_TAPE_SHARE", 10 ** 6)   # bytes decide
     tol = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}[np.dtype(dtype)]
     for (batch, hidden, bidirectional), threads in itertools.product(
-            [(1, 20, False), (7, 49, True), (19, 16, False)], [1, 2, 3]):
+            [(1, 20, False), (7, 49, True), (19, 16, False), (5, 80, False)], [1, 2, 3]):
         gru = cgru.GRU(5, hidden, 2, bidirectional=bidirectional, dtype=dtype, seed=batch)
         d = 2 if bidirectional else 1
         lengths = rng.integers(1, 9, size=batch)

@@ -41,19 +41,20 @@
    the panel traffic from L2, for the same sums in the same order). */
 #define CGRU_PASS_VECTORS(S, R, NV) ((S) * (R) * (NV) <= CGRU_MAX_ACCUMULATORS ? (NV) : (NV) / 2)
 /* NAME: the kernel's name suffix; CHAINS: its S (CGRU_CHAINS(T, R), or 1 for the
-   single-chain kernels of cgru_panel_tile below) */
-#define CGRU_PANEL_ROWS_KERNEL(T, R, NAME, CHAINS)                                        \
-static inline void cgru_panel_##T##_##NAME(int K, const T *restrict h, long ldh,         \
+   single-chain kernels of cgru_panel_tile below); WIDTH: the columns it computes, the
+   first WIDTH of the panel's 48 (16, 32 or 48: see cgru_panel_tile_cols) */
+#define CGRU_PANEL_ROWS_KERNEL(T, R, NAME, CHAINS, WIDTH)                                 \
+static inline void cgru_panel_##T##_##NAME(int K, const T *restrict h, long ldh,          \
                                            const T *restrict panel, T *restrict acc,      \
                                            int accumulate) {                              \
     typedef cgru_v##T V;                                                                  \
-    enum { S = CHAINS, VL = CGRU_LANES(T), NV_ALL = CGRU_PANEL / VL,                      \
+    enum { S = CHAINS, VL = CGRU_LANES(T), NV_ALL = (WIDTH) / VL,                         \
            NV = CGRU_PASS_VECTORS(CHAINS, R, NV_ALL) };                                   \
     for (int pass = 0; pass < NV_ALL / NV; pass++, panel += NV * VL, acc += NV * VL) {    \
     V a[S][R][NV];                                                                        \
     CGRU_ACC_START(V, a, S, R, NV, VL, acc, accumulate)                                   \
     /* Rows addressed from two moving pointers (rows 0-3 and 4-7) plus fixed multiples of \
-       ldh: 8 broadcasts with no address arithmetic, where GCC had added ldh once per row   \
+       ldh: 8 broadcasts with no address arithmetic, where GCC had added ldh once per row \
        and step of k (S3 7%, S5 2.5% faster) */                                           \
     int k = 0;                                                                            \
     const T *hq = h;                                                                      \
@@ -95,71 +96,99 @@ static inline void cgru_panel_##T##_##NAME(int K, const T *restrict h, long ldh,
             return;                                                                       \
         }                                                                                 \
         break;
-#define CGRU_PANEL_PRODUCT(T, MAX_ROWS)                                                   \
-CGRU_PANEL_ROWS_KERNEL(T, 8, 8, CGRU_CHAINS(T, 8))                                        \
-CGRU_PANEL_ROWS_KERNEL(T, 7, 7, CGRU_CHAINS(T, 7))                                        \
-CGRU_PANEL_ROWS_KERNEL(T, 6, 6, CGRU_CHAINS(T, 6))                                        \
-CGRU_PANEL_ROWS_KERNEL(T, 5, 5, CGRU_CHAINS(T, 5))                                        \
-CGRU_PANEL_ROWS_KERNEL(T, 4, 4, CGRU_CHAINS(T, 4))                                        \
-CGRU_PANEL_ROWS_KERNEL(T, 3, 3, CGRU_CHAINS(T, 3))                                        \
-CGRU_PANEL_ROWS_KERNEL(T, 2, 2, CGRU_CHAINS(T, 2))                                        \
-CGRU_PANEL_ROWS_KERNEL(T, 1, 1, CGRU_CHAINS(T, 1))                                        \
-CGRU_PANEL_ROWS_KERNEL(T, 2, 2_single, 1)                                                 \
-CGRU_PANEL_ROWS_KERNEL(T, 1, 1_single, 1)                                                 \
+/* W: the name prefix of one width's functions (empty for 48 columns, w16_ / w32_) */
+#define CGRU_PANEL_PRODUCT(T, MAX_ROWS, WIDTH, W)                                         \
+CGRU_PANEL_ROWS_KERNEL(T, 8, W##8, CGRU_CHAINS(T, 8), WIDTH)                              \
+CGRU_PANEL_ROWS_KERNEL(T, 7, W##7, CGRU_CHAINS(T, 7), WIDTH)                              \
+CGRU_PANEL_ROWS_KERNEL(T, 6, W##6, CGRU_CHAINS(T, 6), WIDTH)                              \
+CGRU_PANEL_ROWS_KERNEL(T, 5, W##5, CGRU_CHAINS(T, 5), WIDTH)                              \
+CGRU_PANEL_ROWS_KERNEL(T, 4, W##4, CGRU_CHAINS(T, 4), WIDTH)                              \
+CGRU_PANEL_ROWS_KERNEL(T, 3, W##3, CGRU_CHAINS(T, 3), WIDTH)                              \
+CGRU_PANEL_ROWS_KERNEL(T, 2, W##2, CGRU_CHAINS(T, 2), WIDTH)                              \
+CGRU_PANEL_ROWS_KERNEL(T, 1, W##1, CGRU_CHAINS(T, 1), WIDTH)                              \
+CGRU_PANEL_ROWS_KERNEL(T, 2, W##2_single, 1, WIDTH)                                       \
+CGRU_PANEL_ROWS_KERNEL(T, 1, W##1_single, 1, WIDTH)                                       \
 /* 1 <= rows <= MAX_ROWS; accumulate: add to acc instead of overwriting it; single_chain: \
-   one chain per accumulator for every row count (CGRU_CHAINS is 1 from 3 rows on in    \
+   one chain per accumulator for every row count (CGRU_CHAINS is 1 from 3 rows on in      \
    every build, so only the 1- and 2-row kernels differ) */                               \
-static inline void cgru_panel_product_##T(int rows, int K, const T *restrict h, long ldh, \
-                                          const T *restrict panel, T *restrict acc,       \
-                                          int accumulate, int single_chain) {             \
+static inline void cgru_panel_##W##product_##T(int rows, int K, const T *restrict h,      \
+                                               long ldh, const T *restrict panel,         \
+                                               T *restrict acc, int accumulate,           \
+                                               int single_chain) {                        \
     _Static_assert(CGRU_CHAINS(T, 3) == 1, "kernels of 3 rows and more sum in one chain");\
     if (single_chain && rows <= 2) {                                                      \
         if (rows == 2 && MAX_ROWS >= 2)                                                   \
-            cgru_panel_##T##_2_single(K, h, ldh, panel, acc, accumulate);                 \
+            cgru_panel_##T##_##W##2_single(K, h, ldh, panel, acc, accumulate);            \
         else                                                                              \
             for (; rows > 0; rows--, h += ldh, acc += CGRU_PANEL)                         \
-                cgru_panel_##T##_1_single(K, h, ldh, panel, acc, accumulate);             \
+                cgru_panel_##T##_##W##1_single(K, h, ldh, panel, acc, accumulate);        \
         return;                                                                           \
     }                                                                                     \
     switch (rows) {                                                                       \
-        CGRU_PANEL_CASE(T, MAX_ROWS, 8, 8)                                                \
-        CGRU_PANEL_CASE(T, MAX_ROWS, 7, 7)                                                \
-        CGRU_PANEL_CASE(T, MAX_ROWS, 6, 6)                                                \
-        CGRU_PANEL_CASE(T, MAX_ROWS, 5, 5)                                                \
-        CGRU_PANEL_CASE(T, MAX_ROWS, 4, 4)                                                \
-        CGRU_PANEL_CASE(T, MAX_ROWS, 3, 3)                                                \
-        CGRU_PANEL_CASE(T, MAX_ROWS, 2, 2)                                                \
-        CGRU_PANEL_CASE(T, MAX_ROWS, 1, 1)                                                \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 8, W##8)                                             \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 7, W##7)                                             \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 6, W##6)                                             \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 5, W##5)                                             \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 4, W##4)                                             \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 3, W##3)                                             \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 2, W##2)                                             \
+        CGRU_PANEL_CASE(T, MAX_ROWS, 1, W##1)                                             \
     }                                                                                     \
     /* more rows than the build's register block holds: never asked for */                \
     for (; rows > 0; rows--, h += ldh, acc += CGRU_PANEL)                                 \
-        cgru_panel_##T##_1_single(K, h, ldh, panel, acc, accumulate);                     \
+        cgru_panel_##T##_##W##1_single(K, h, ldh, panel, acc, accumulate);                \
 }                                                                                         \
-/* The product of any number of rows (row m of h at h + m * ldh, of acc at acc + m * 48).   \
-   A row's sums must not depend on the rows around it, so that a shuffled batch gives the  \
-   shuffled result bit for bit: the 1- and 2-row kernels run several chains per          \
+/* The product of any number of rows (row m of h at h + m * ldh, of acc at acc + m * 48). \
+   A row's sums must not depend on the rows around it, so that a shuffled batch gives the \
+   shuffled result bit for bit: the 1- and 2-row kernels run several chains per           \
    accumulator (a different order of the sums) and are kept for calls whose every tile    \
    has that few rows. The caller says which (single_chain: the step, or the call, has     \
-   more rows than one register block); more rows go in near-equal blocks of at most      \
-   MAX_ROWS, so that none is left with one or two rows where it can be helped (9 rows:   \
-   5 + 4, not 8 + 1: no slow single-chain row, and 5% faster in itself). */              \
-static inline void cgru_panel_tile_##T(int rows, int K, const T *restrict h, long ldh,    \
-                                       const T *restrict panel, T *restrict acc,          \
-                                       int accumulate, int single_chain) {                \
+   more rows than one register block); more rows go in near-equal blocks of at most       \
+   MAX_ROWS, so that none is left with one or two rows where it can be helped (9 rows:    \
+   5 + 4, not 8 + 1: no slow single-chain row, and 5% faster in itself). */               \
+static inline void cgru_panel_##W##tile_##T(int rows, int K, const T *restrict h,         \
+                                            long ldh, const T *restrict panel,            \
+                                            T *restrict acc, int accumulate,              \
+                                            int single_chain) {                           \
     if (rows <= MAX_ROWS) {                                                               \
-        cgru_panel_product_##T(rows, K, h, ldh, panel, acc, accumulate, single_chain);    \
+        cgru_panel_##W##product_##T(rows, K, h, ldh, panel, acc, accumulate,              \
+                                    single_chain);                                        \
         return;                                                                           \
     }                                                                                     \
     const int blocks = (rows + MAX_ROWS - 1) / MAX_ROWS;                                  \
     const int size = rows / blocks, larger = rows % blocks;  /* the first ones: + 1 */    \
     for (int i = 0; i < blocks; i++) {                                                    \
         const int n = size + (i < larger);                                                \
-        cgru_panel_product_##T(n, K, h, ldh, panel, acc, accumulate, 1);                  \
+        cgru_panel_##W##product_##T(n, K, h, ldh, panel, acc, accumulate, 1);             \
         h += n * ldh;                                                                     \
         acc += n * CGRU_PANEL;                                                            \
     }                                                                                     \
 }
-CGRU_PANEL_PRODUCT(float, CGRU_PANEL_ROWS_F)
-CGRU_PANEL_PRODUCT(double, CGRU_PANEL_ROWS_D)
+CGRU_PANEL_PRODUCT(float, CGRU_PANEL_ROWS_F, 48, )
+CGRU_PANEL_PRODUCT(double, CGRU_PANEL_ROWS_D, 48, )
+CGRU_PANEL_PRODUCT(float, CGRU_PANEL_ROWS_F, 32, w32_)
+CGRU_PANEL_PRODUCT(double, CGRU_PANEL_ROWS_D, 32, w32_)
+CGRU_PANEL_PRODUCT(float, CGRU_PANEL_ROWS_F, 16, w16_)
+CGRU_PANEL_PRODUCT(double, CGRU_PANEL_ROWS_D, 16, w16_)
+
+/* The product of the first `cols` columns of a panel (1 <= cols <= 48), computing 16, 32
+   or 48 of them: the backward's panels are 48 hidden units wide, and H = 256 leaves a last
+   panel of 16, H = 128 one of 32, where computing all 48 wasted an eighth of its recurrent
+   products. Each column's sums are those of the 48-wide kernel, bit for bit. */
+#define CGRU_PANEL_TILE_COLS(T)                                                           \
+static inline void cgru_panel_tile_cols_##T(int rows, int cols, int K,                   \
+                                            const T *restrict h, long ldh,                \
+                                            const T *restrict panel,                      \
+                                            T *restrict acc, int accumulate,              \
+                                            int single_chain) {                           \
+    if (cols <= 16)                                                                       \
+        cgru_panel_w16_tile_##T(rows, K, h, ldh, panel, acc, accumulate, single_chain);   \
+    else if (cols <= 32)                                                                  \
+        cgru_panel_w32_tile_##T(rows, K, h, ldh, panel, acc, accumulate, single_chain);   \
+    else                                                                                  \
+        cgru_panel_tile_##T(rows, K, h, ldh, panel, acc, accumulate, single_chain);       \
+}
+CGRU_PANEL_TILE_COLS(float)
+CGRU_PANEL_TILE_COLS(double)
 
 #endif  /* CGRU_PANELS_H */
