@@ -91,10 +91,11 @@ class GRUCell(StepCall, ParameterModule):
         any number of times; it uses the weights of this step even if the cell's parameters
         change meanwhile.
         """
-        call = Call(*self._prepare(input, hx, private_rows=True))
+        *fields, kept_rows = self._prepare(input, hx, private_rows=True)
+        call = Call(*fields)
         tape = []
         rows = self._stack.forward(self._layer_weights, call.rows, call.batch_sizes, call.h0,
-                                   tape=tape)
+                                   tape=tape, tape_input=kept_rows)
         names = [[["weight_ih", "weight_hh", "bias_ih" if self._bias else None,
                    "bias_hh" if self._bias else None]]]
         backward = Backward(self._stack, tape, call.batch_sizes, call.layout, names)

@@ -231,10 +231,12 @@ class GRU(SequenceCall, ParameterModule):
         training mode with dropout), where R = L*N, or sum(lengths) when packed. The output
         returned is not among them: the caller may write to it.
         """
-        call = Call(*self._prepare(input, hx, private_rows=True))
+        *fields, kept_rows = self._prepare(input, hx, private_rows=True)
+        call = Call(*fields)
         tape = []
         rows = self._stack.forward(self._layer_weights, call.rows, call.batch_sizes, call.h0,
-                                   dropout=self._dropout_in_use(), tape=tape)
+                                   dropout=self._dropout_in_use(), tape=tape,
+                                   tape_input=kept_rows)
         backward = Backward(self._stack, tape, call.batch_sizes, call.layout,
                             self._gradient_names())
         return call.layout.outputs(rows, call.h0), backward

@@ -162,3 +162,40 @@ def test_blocks_of_an_earlier_workload_make_room_for_new_ones(monkeypatch):
     too_big = recycled_empty((9 << 20,), np.uint8)
     del too_big                                    # larger than the limit: released, evicts none
     assert free.limit() == 8 << 20 and free.nbytes == 5 << 20
+
+
+@pytest.mark.parametrize("offset", [0, 4, 16])
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 1000, (1 << 20) + 12])
+def test_stream_copy_copies_every_byte(rng, offset, size):
+    # non-temporal stores from a 16-byte aligned destination, whole lines then the tail;
+    # plain memcpy elsewhere
+    source = rng.integers(0, 256, size + offset, dtype=np.uint8)[offset:]
+    block = np.zeros(size + 64, dtype=np.uint8)
+    start = (-block.ctypes.data) % 64 + offset          # 64-byte aligned, then offset
+    destination = block[start:start + size]
+    cgru._rows.stream_copy(source, destination)
+    np.testing.assert_array_equal(destination, source)
+    assert not block[:start].any() and not block[start + size:].any()   # nothing else
+
+
+def test_recycled_copy_of_large_rows_is_private_and_equal(rng):
+    rows = rng.standard_normal((3000, 100)).astype(np.float32)[:, 1:]   # 1.2 MB, strided
+    copy = _recycle.recycled_copy(rows)
+    assert copy.flags.c_contiguous and not np.shares_memory(copy, rows)
+    np.testing.assert_array_equal(copy, rows)
+
+
+def test_vjp_keeps_its_own_copy_of_large_input_rows(rng):
+    # over RECYCLE_MIN_BYTES the tape's copy is streamed, and the kernel reads the caller's
+    # rows: an edit after vjp must still not reach the backward pass
+    gru = cgru.GRU(64, 16, seed=0)
+    x = rng.standard_normal((100, 50, 64)).astype(np.float32)          # 1.3 MB
+    (out, h_n), backward = gru.vjp(x)
+    g_out, g_h = np.ones_like(out), np.ones_like(h_n)
+    want = backward(g_out, g_h)
+    assert backward._tape[0].x.nbytes >= _recycle.RECYCLE_MIN_BYTES
+    assert not np.shares_memory(backward._tape[0].x, x)
+    x[...] = 7.0
+    got = backward(g_out, g_h)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])

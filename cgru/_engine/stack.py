@@ -77,7 +77,7 @@ class LayerStack:
         self._backward_kernel = _BACKWARD_KERNELS[self.dtype]
 
     def forward(self, layer_weights, x, batch_sizes, h_n, dropout=None, tape=None,
-                precision=None):
+                precision=None, tape_input=None):
         """All layers over packed rows x (R, I); returns the last layer's rows (R, D*H).
 
         layer_weights: each layer's LayerWeights (QuantLayerWeights with `precision`, which
@@ -85,6 +85,8 @@ class LayerStack:
         entry and the final states on return. dropout: None, or a function shape -> mask
         (scale included) multiplying a layer's output rows on their way to the next layer.
         tape: None, or a list that receives one LayerTape per layer (for `backward`).
+        tape_input: with tape, the rows its first layer keeps as its input (a private copy of
+        x, equal to it), or None for x itself.
         """
         d, h = self.dirs, self.hidden
         if not x.flags.aligned:
@@ -110,7 +112,8 @@ class LayerStack:
                                        started)
                 mask = None if dropout is None or layer == last else dropout(out.shape)
                 if tape is not None:
-                    tape.append(LayerTape(x, save, started, weights, mask))
+                    kept = x if layer or tape_input is None else tape_input
+                    tape.append(LayerTape(kept, save, started, weights, mask))
                 x = out if mask is None else np.multiply(out, mask, out=out)
         return x
 

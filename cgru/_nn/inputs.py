@@ -74,8 +74,10 @@ class SequenceCall:
         return args
 
     def _prepare(self, input, hx, *, private_rows=False):
-        """The Call for (input, hx), after every check. private_rows: the rows must not be the
-        caller's memory (vjp's tape keeps them, and must not see later edits)."""
+        """The Call for (input, hx), after every check. private_rows: also return, fifth, the
+        rows vjp's tape keeps, which must not be the caller's memory (the tape must not see
+        later edits): a copy where the rows are the caller's, else the rows themselves. The
+        kernel reads the rows, copied or not, where the copy has just put them in cache."""
         stack = self._stack
         dtype = stack.dtype
         # cgru's PackedSequence, or torch's converted (an array is neither: no call)
@@ -88,9 +90,10 @@ class SequenceCall:
                                  f"input_size), got {x.ndim}D instead")
             layout = PackedLayout(batch_sizes, sorted_indices, unsorted_indices)
             _check_sizes(stack, len(batch_sizes), layout.batch, x.shape[1])
-            if private_rows and np.may_share_memory(x, _as_array(input.data)):
-                x = recycled_copy(x)
             h0 = layout.state_to_kernel(self._initial_state(hx, layout.batch, batched=True))
+            if private_rows:
+                kept = recycled_copy(x) if np.may_share_memory(x, _as_array(input.data)) else x
+                return x, batch_sizes, np.ascontiguousarray(h0), layout, kept
             return x, batch_sizes, np.ascontiguousarray(h0), layout
         x = input if type(input) is np.ndarray and input.dtype == dtype \
             else as_float_array(input, "input", dtype)      # (only read, never written)
@@ -102,9 +105,10 @@ class SequenceCall:
         _check_sizes(stack, seq_len, batch, x.shape[-1])
         layout = dense_layout(seq_len, batch, batched, self.batch_first)
         rows = layout.to_rows(x)
-        if private_rows and x is input and np.may_share_memory(rows, input):
-            rows = recycled_copy(rows)
         h0 = self._initial_state(hx, batch, batched)
+        if private_rows:
+            borrowed = x is input and np.may_share_memory(rows, input)
+            return rows, layout.batch_sizes, h0, layout, recycled_copy(rows) if borrowed else rows
         return rows, layout.batch_sizes, h0, layout
 
     def _initial_state(self, hx, batch, batched):
@@ -182,10 +186,11 @@ class StepCall:
         if batch == 0:
             raise ValueError("GRUCell: Expected a non-empty batch, got batch size 0")
         rows = np.ascontiguousarray(x)
-        if private_rows and borrowed and np.may_share_memory(rows, input):
-            rows = recycled_copy(rows)
         h = self._initial_state(hx, batch, batched)
         layout = cell_layout(batch, batched)
+        if private_rows:
+            borrowed = borrowed and np.may_share_memory(rows, input)
+            return rows, layout.batch_sizes, h, layout, recycled_copy(rows) if borrowed else rows
         return rows, layout.batch_sizes, h, layout
 
     def _initial_state(self, hx, batch, batched):
