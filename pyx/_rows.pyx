@@ -1,9 +1,9 @@
-# Row copies for packing and padding (and vjp's private copy of its input rows, stream_copy):
-# one memcpy per row, rows of any dtype seen as bytes, in
-# parallel, each destination row written once, in order. Which source row lands where is worked
-# out here from the batch sizes and the sorting permutation, so no index array is built: NumPy
-# index arrays cost 50 us of a 0.24 ms pack and 90 us of a 0.49 ms pad of S8's batch (6841
-# rows), and NumPy's fancy-index gather and scatter were 2x slower than these loops.
+# Row copies for packing and padding (and vjp's private copy of its input rows, stream_copy): one
+# memcpy per row, rows of any dtype seen as bytes, in parallel, each destination row written once,
+# in order. Which source row lands where is worked out here from the batch sizes and the sorting
+# permutation, so no index array is built: NumPy index arrays cost 50 us of a 0.24 ms pack and 90
+# us of a 0.49 ms pad of S8's batch (6841 rows), and NumPy's fancy-index gather and scatter were 2x
+# slower than these loops.
 # The caller (cgru/packing.py) checks every size, length and permutation; nothing is checked here.
 
 from cython.parallel cimport prange
