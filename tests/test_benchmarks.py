@@ -52,7 +52,7 @@ def test_benchmarks_import_no_private_cgru_names():
 
 @needs_benchmarks
 @pytest.mark.parametrize("script", ["bench_gru.py", "bench_train.py", "bench_sklearn.py",
-                                    "bench_quantized.py"])
+                                    "bench_quantized.py", "bench_vjp.py"])
 def test_benchmark_scripts_parse_their_options(script):
     result = _python(os.path.join(BENCHMARKS, script), "--help")
     assert result.returncode == 0, result.stderr
