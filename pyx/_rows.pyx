@@ -154,10 +154,19 @@ cdef int _list_rows(list sequences, const int64_t[::1] batch_sizes,
     return 0
 
 
-def stream_copy(const unsigned char[::1] source, unsigned char[::1] destination):
+def stream_copy(const unsigned char[::1] source, unsigned char[::1] destination,
+                int n_threads):
     """destination[:] = source (bytes of equal length, checked by the caller), by non-temporal
-    stores where destination is 16-byte aligned (pyx/include/cgru_copy.h says why)."""
-    if source.shape[0] == 0:
+    stores where destination is 16-byte aligned (pyx/include/cgru_copy.h says why); the
+    threads each copy a run of whole 64-byte lines."""
+    cdef Py_ssize_t n = source.shape[0], part, start, stop
+    cdef Py_ssize_t parts = max(1, n_threads)
+    cdef Py_ssize_t run = ((n + parts - 1) // parts + 63) // 64 * 64
+    if n == 0:
         return
     with nogil:
-        cgru_stream_copy(&destination[0], &source[0], source.shape[0])
+        for part in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+            start = part * run
+            stop = min(n, start + run)
+            if start < stop:
+                cgru_stream_copy(&destination[start], &source[start], stop - start)

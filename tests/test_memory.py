@@ -164,16 +164,17 @@ def test_blocks_of_an_earlier_workload_make_room_for_new_ones(monkeypatch):
     assert free.limit() == 8 << 20 and free.nbytes == 5 << 20
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("offset", [0, 4, 16])
 @pytest.mark.parametrize("size", [0, 1, 63, 64, 1000, (1 << 20) + 12])
-def test_stream_copy_copies_every_byte(rng, offset, size):
+def test_stream_copy_copies_every_byte(rng, offset, size, threads):
     # non-temporal stores from a 16-byte aligned destination, whole lines then the tail;
-    # plain memcpy elsewhere
+    # plain memcpy elsewhere; each thread a run of whole lines
     source = rng.integers(0, 256, size + offset, dtype=np.uint8)[offset:]
     block = np.zeros(size + 64, dtype=np.uint8)
     start = (-block.ctypes.data) % 64 + offset          # 64-byte aligned, then offset
     destination = block[start:start + size]
-    cgru._rows.stream_copy(source, destination)
+    cgru._rows.stream_copy(source, destination, threads)
     np.testing.assert_array_equal(destination, source)
     assert not block[:start].any() and not block[start + size:].any()   # nothing else
 
