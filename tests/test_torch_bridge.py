@@ -475,6 +475,9 @@ ddp = torch.nn.parallel.DistributedDataParallel(model)
 ddp(x[:, rank * 4:(rank + 1) * 4])[0].pow(2).mean().backward()
 if rank == 0:
     torch.save({n: p.grad for n, p in model.named_parameters()}, out)
+# both ranks done before either tears gloo down: a rank that destroyed its group while the
+# other's was still connected died in std::terminate once in CI
+dist.barrier()
 dist.destroy_process_group()
 """
 
