@@ -3,23 +3,28 @@
 # over the packed rows of a forward pass that saved its gates (gru_layer(..., save=...)).
 #
 # Per direction, in reverse order of the forward's time, by blocks of steps:
-#   recurrence (per step, each thread on its own sequences, no barrier): the fused gate pass (pyx/include/cgru_backward.h) adds the output's gradient to
-#       dL/dh(t) and turns it into the pre-activation gradients dG_i, dG_h of the block's rows and the direct part g * z of
-#       dL/dh(t-1); then dL/dh(t-1) += dG_h @ W_hh, from register-blocked panels of W_hh
-#       (few rows) or one BLAS GEMM (many).
-#   weight gradients (per block, after a barrier, the team splitting the columns): a few large
-#       GEMMs over all the block's rows: dW_ih^T += X^T dG_i, dW_hh^T += H_prev^T dG_h (H_prev
-#       read in place from the saved states), the bias gradients as column sums, and
-#       dX = dG_i W_ih (the team splitting the rows).
+#   recurrence (per step, each thread on its own sequences, no barrier): the fused gate pass
+#       (pyx/include/cgru_backward.h) adds the output's gradient to dL/dh(t) and turns it into
+#       the pre-activation gradients dG_i, dG_h of the block's rows, their bias sums and the
+#       direct part g * z of dL/dh(t-1); then dL/dh(t-1) += dG_h @ W_hh, from register-blocked
+#       panels of W_hh (few rows) or one BLAS GEMM (many).
+#   weight gradients (per block, after a barrier, the team splitting the gates): a few large
+#       GEMMs over all the block's rows: dW_ih += dG_i^T X, dW_hh += dG_h^T H_prev (H_prev
+#       read in place from the saved states), and dX = dG_i W_ih (the team splitting the
+#       rows; at one thread, the second direction adds to the first's dX).
+# The bias sums of each thread are added up after the parallel region, in thread order.
 # Saved per row by the forward: r | z | n | W_hn h + b_hn (4H values), and apart from them
 # h(t-1) (H values), not recomputed: the recomputation would cost a forward pass of GEMMs, the
 # saving one store per gate. The forward's output rows and h_0 are not needed.
-# Gradients are in the kernel's layout: transposed, gate columns in blocks of 16 units
-# (cgru/_layout.py maps them back to PyTorch's).
+# Weight gradients are PyTorch's (3H, I) and (3H, H), their gate rows in the kernel's order
+# (blocks of 16 units, as the columns of LayerWeights): as fast a GEMM as the transposed
+# layout, and unpacking them is a row gather, not a transpose.
 #
 # Threads: as the forward: one team per direction; a team splits the sequences for the whole
 # call, balanced by their lengths; every thread of the layer meets the same two barriers per
 # block (both directions have as many blocks).
+
+from libc.string cimport memset
 
 from _blas cimport gemm
 from _inner_backward cimport cgru_gate_grads_double, cgru_gate_grads_float
@@ -31,16 +36,18 @@ cdef struct BackShape:
     int panel_max_rows       # recurrent products of at most this many rows use the panels
     int acc_rows             # rows of a thread's panel accumulators
     int n_col_blocks         # ceil(H / 48): panels of the backward's recurrent product
+    int dx_shared            # the directions, one after the other, sum dL/dx in one array
 
 
 cdef inline void _gate_grads(int rows, int hidden, const floating *save,
                              const floating *h_prev, const floating *g_out, long ld_out,
-                             floating *g, long ld_g, floating *dgi,
-                             floating *dgh) noexcept nogil:
+                             floating *g, long ld_g, floating *dgi, floating *dgh,
+                             floating *db) noexcept nogil:
     if floating is float:
-        cgru_gate_grads_float(rows, hidden, save, h_prev, g_out, ld_out, g, ld_g, dgi, dgh)
+        cgru_gate_grads_float(rows, hidden, save, h_prev, g_out, ld_out, g, ld_g, dgi, dgh, db)
     else:
-        cgru_gate_grads_double(rows, hidden, save, h_prev, g_out, ld_out, g, ld_g, dgi, dgh)
+        cgru_gate_grads_double(rows, hidden, save, h_prev, g_out, ld_out, g, ld_g, dgi, dgh,
+                               db)
 
 
 cdef void _back_product(const BackShape *shape, int b0, int b1, const floating *dgh__n3h,
@@ -71,40 +78,29 @@ cdef void _back_product(const BackShape *shape, int b0, int b1, const floating *
 cdef void _back_block_gemms(const BackShape *shape, int team, int team_size, int64_t rows,
                             const floating *x__qi, const floating *hp__qh, long ld_hp,
                             const floating *dgi__q3h, const floating *dgh__q3h,
-                            const floating *w_ih__i3h, floating *dx__qi, floating *dw_ih__i3h,
-                            floating *dw_hh__h3h, floating *db_i__3h,
-                            floating *db_h__3h) noexcept nogil:
-    """This thread's share of one block's weight gradients (a slice of the gate columns) and
-    input gradients (a slice of the rows). Accumulates into dw_*, db_*; writes dx unless it is
-    NULL."""
+                            const floating *w_ih__i3h, floating *dx__qi, floating beta_dx,
+                            floating *dw_ih__3hi, floating *dw_hh__3hh) noexcept nogil:
+    """This thread's share of one block's weight gradients (a slice of the gate rows) and
+    input gradients (a slice of the rows). Accumulates into dw_*; dx = dG_i W_ih + beta_dx * dx
+    unless dx is NULL."""
     cdef int hidden = shape.hidden
     cdef int g3 = 3 * hidden
     cdef int i = shape.input_size
-    cdef int c0, c1, r0, r1, c
-    cdef int64_t q
-    cdef const floating *dgi_row
-    cdef const floating *dgh_row
+    cdef int c0, c1, r0, r1
     if rows == 0:
         return
     _split(g3, team_size, team, &c0, &c1)
     if c1 > c0:
-        gemm(True, False, i, c1 - c0, <int> rows, x__qi, i, dgi__q3h + c0, g3, 1.0,
-             dw_ih__i3h + c0, g3)
-        gemm(True, False, hidden, c1 - c0, <int> rows, hp__qh, ld_hp, dgh__q3h + c0, g3, 1.0,
-             dw_hh__h3h + c0, g3)
-        # row by row, not column by column: a column walk strided through the whole block
-        for q in range(rows):
-            dgi_row = dgi__q3h + q * g3
-            dgh_row = dgh__q3h + q * g3
-            for c in range(c0, c1):
-                db_i__3h[c] += dgi_row[c]
-                db_h__3h[c] += dgh_row[c]
+        gemm(True, False, c1 - c0, i, <int> rows, dgi__q3h + c0, g3, x__qi, i, 1.0,
+             dw_ih__3hi + <int64_t> c0 * i, i)
+        gemm(True, False, c1 - c0, hidden, <int> rows, dgh__q3h + c0, g3, hp__qh, ld_hp, 1.0,
+             dw_hh__3hh + <int64_t> c0 * hidden, hidden)
     if dx__qi == NULL:      # the caller asked for no input gradient
         return
     _split(<int> rows, team_size, team, &r0, &r1)
     if r1 > r0:
-        gemm(False, True, r1 - r0, i, g3, dgi__q3h + <int64_t> r0 * g3, g3, w_ih__i3h, g3, 0.0,
-             dx__qi + <int64_t> r0 * i, i)
+        gemm(False, True, r1 - r0, i, g3, dgi__q3h + <int64_t> r0 * g3, g3, w_ih__i3h, g3,
+             beta_dx, dx__qi + <int64_t> r0 * i, i)
 
 
 cdef void _back_direction(const BackShape *shape, int d, int team, int team_size,
@@ -114,11 +110,12 @@ cdef void _back_direction(const BackShape *shape, int d, int team, int team_size
                           const floating *gout__r2h,
                           const floating *w_ih__di3h, const floating *w_hh__dh3h,
                           const floating *bpanels__dj3h48, floating *dh__dnh,
-                          floating *dx__dri, floating *dw_ih__di3h, floating *dw_hh__dh3h,
-                          floating *db_i__d3h, floating *db_h__d3h, floating *dgi__dq3h,
-                          floating *dgh__dq3h, floating *acc__r48) noexcept nogil:
+                          floating *dx__dri, floating *dw_ih__d3hi, floating *dw_hh__d3hh,
+                          floating *dgi__dq3h, floating *dgh__dq3h, floating *acc__r48,
+                          floating *bsum__4h) noexcept nogil:
     """Direction d's backward pass, as thread `team` of its team of `team_size`. The
-    arguments with a leading d hold every direction; acc__r48 is this thread's."""
+    arguments with a leading d hold every direction; acc__r48 and bsum__4h (the bias sums of
+    its rows, in save's layout) are this thread's."""
     cdef int n_steps = shape.n_steps
     cdef int hidden = shape.hidden
     cdef int g3 = 3 * hidden
@@ -158,7 +155,7 @@ cdef void _back_direction(const BackShape *shape, int d, int team, int team_size
                         gout__r2h + (row0 + lo) * ld_out + d * hidden, ld_out,
                         dh__nh + <int64_t> lo * hidden, hidden,
                         dgi__q3h + (row0 - block_start + lo) * g3,
-                        dgh__q3h + (row0 - block_start + lo) * g3)
+                        dgh__q3h + (row0 - block_start + lo) * g3, bsum__4h)
             _back_product(shape, lo, hi, dgh__q3h + (row0 - block_start) * g3, w_hh__h3h,
                           bpanels__dj3h48 + <int64_t> d * shape.n_col_blocks * g3 * _PANEL,
                           dh__nh, acc__r48)
@@ -168,10 +165,11 @@ cdef void _back_direction(const BackShape *shape, int d, int team, int team_size
                           states__rh + block_start * hidden, hidden,
                           dgi__q3h, dgh__q3h, w_ih__di3h + <int64_t> d * i * g3,
                           NULL if dx__dri == NULL
-                          else dx__dri + (<int64_t> d * n_rows + block_start) * i,
-                          dw_ih__di3h + <int64_t> d * i * g3,
-                          dw_hh__dh3h + <int64_t> d * hidden * g3,
-                          db_i__d3h + <int64_t> d * g3, db_h__d3h + <int64_t> d * g3)
+                          else dx__dri + ((0 if shape.dx_shared else <int64_t> d * n_rows)
+                                          + block_start) * i,
+                          1.0 if shape.dx_shared and d > 0 else 0.0,
+                          dw_ih__d3hi + <int64_t> d * g3 * i,
+                          dw_hh__d3hh + <int64_t> d * g3 * hidden)
         cgru_barrier()      # the next block overwrites the workspace
         s0 = s1
 
@@ -181,24 +179,26 @@ cdef void _back_worker(const BackShape *shape, int tid, int n_threads,
                        const int64_t *lengths, const floating *x, const floating *save,
                        const floating *states, const floating *gout, const floating *w_ih,
                        const floating *w_hh, const floating *bpanels, floating *dh,
-                       floating *dx, floating *dw_ih, floating *dw_hh, floating *db_i,
-                       floating *db_h, floating *dgi, floating *dgh,
-                       floating *acc__tr48) noexcept nogil:
+                       floating *dx, floating *dw_ih, floating *dw_hh, floating *dgi,
+                       floating *dgh, floating *acc__tr48,
+                       floating *bsums__td4h) noexcept nogil:
     """Thread tid's share: one team per direction when there are threads enough (thread tid
     in team tid // D of direction tid % D), else the directions one after the other."""
     cdef int n_dirs = shape.n_dirs
     cdef int d
     cdef floating *acc__r48 = acc__tr48 + <int64_t> tid * shape.acc_rows * _PANEL
+    cdef floating *bsums__d4h = bsums__td4h + <int64_t> tid * n_dirs * 4 * shape.hidden
     if n_threads >= n_dirs:
         d = tid % n_dirs
         _back_direction(shape, d, tid // n_dirs, (n_threads - d + n_dirs - 1) // n_dirs,
                         batch_sizes, offsets, lengths, x, save, states, gout, w_ih, w_hh,
-                        bpanels, dh, dx, dw_ih, dw_hh, db_i, db_h, dgi, dgh, acc__r48)
+                        bpanels, dh, dx, dw_ih, dw_hh, dgi, dgh, acc__r48,
+                        bsums__d4h + <int64_t> d * 4 * shape.hidden)
         return
     for d in range(n_dirs):
         _back_direction(shape, d, 0, 1, batch_sizes, offsets, lengths, x, save, states, gout,
-                        w_ih, w_hh, bpanels, dh, dx, dw_ih, dw_hh, db_i, db_h, dgi, dgh,
-                        acc__r48)
+                        w_ih, w_hh, bpanels, dh, dx, dw_ih, dw_hh, dgi, dgh, acc__r48,
+                        bsums__d4h + <int64_t> d * 4 * shape.hidden)
 
 
 cdef int _run_layer_backward(BackShape *shape, int n_threads, const int64_t *batch_sizes,
@@ -237,20 +237,53 @@ cdef int _run_layer_backward(BackShape *shape, int n_threads, const int64_t *bat
     shape.acc_rows = max(CGRU_PANEL_ROWS, min(shape.batch, shape.panel_max_rows))
     cdef floating *acc = <floating *> cgru_alloc(n_threads * shape.acc_rows * _PANEL
                                                  * sizeof(floating))
-    if dgi == NULL or dgh == NULL or acc == NULL:
+    cdef int64_t n_sums = <int64_t> n_threads * shape.n_dirs * 4 * shape.hidden
+    cdef floating *bsums = <floating *> cgru_alloc(n_sums * sizeof(floating))
+    if dgi == NULL or dgh == NULL or acc == NULL or bsums == NULL:
         cgru_free(offsets); cgru_free(lengths); cgru_free(dgi); cgru_free(dgh); cgru_free(acc)
+        cgru_free(bsums)
         return -1
+    memset(bsums, 0, n_sums * sizeof(floating))
 
     if n_threads == 1:
         _back_worker(shape, 0, 1, batch_sizes, offsets, lengths, x, save, states, gout, w_ih,
-                     w_hh, bpanels, dh, dx, dw_ih, dw_hh, db_i, db_h, dgi, dgh, acc)
+                     w_hh, bpanels, dh, dx, dw_ih, dw_hh, dgi, dgh, acc, bsums)
     else:
         with parallel(num_threads=n_threads):
             _back_worker(shape, omp_get_thread_num(), omp_get_num_threads(), batch_sizes,
                          offsets, lengths, x, save, states, gout, w_ih, w_hh, bpanels, dh, dx,
-                         dw_ih, dw_hh, db_i, db_h, dgi, dgh, acc)
+                         dw_ih, dw_hh, dgi, dgh, acc, bsums)
+    _add_bias_sums(shape, n_threads, bsums, db_i, db_h)
     cgru_free(offsets); cgru_free(lengths); cgru_free(dgi); cgru_free(dgh); cgru_free(acc)
+    cgru_free(bsums)
     return 0
+
+
+cdef void _add_bias_sums(const BackShape *shape, int n_threads, const floating *bsums__td4h,
+                         floating *db_i__d3h, floating *db_h__d3h) noexcept nogil:
+    """Add every thread's bias sums (per direction: sum(da_r) | sum(da_z) | sum(da_n) |
+    sum(da_n * r) by blocks of 16 units, as save) to the bias gradients (the gate columns'
+    layout: r | z | n by blocks of 16 units), thread by thread in order: the same sums for the
+    same threads, whatever ran first."""
+    cdef int hidden = shape.hidden
+    cdef int tid, d, u0, u, j
+    cdef const floating *sums
+    cdef floating *db_i
+    cdef floating *db_h
+    for tid in range(n_threads):
+        for d in range(shape.n_dirs):
+            sums = bsums__td4h + (<int64_t> tid * shape.n_dirs + d) * 4 * hidden
+            db_i = db_i__d3h + <int64_t> d * 3 * hidden
+            db_h = db_h__d3h + <int64_t> d * 3 * hidden
+            for u0 in range(0, hidden, 16):
+                u = min(16, hidden - u0)
+                for j in range(u):
+                    db_i[3 * u0 + j] += sums[4 * u0 + j]                  # r
+                    db_h[3 * u0 + j] += sums[4 * u0 + j]
+                    db_i[3 * u0 + u + j] += sums[4 * u0 + u + j]          # z
+                    db_h[3 * u0 + u + j] += sums[4 * u0 + u + j]
+                    db_i[3 * u0 + 2 * u + j] += sums[4 * u0 + 2 * u + j]  # n: da_n
+                    db_h[3 * u0 + 2 * u + j] += sums[4 * u0 + 3 * u + j]  #    da_n * r
 
 
 def gru_layer_backward(const floating[:, ::1] x,
@@ -283,9 +316,10 @@ def gru_layer_backward(const floating[:, ::1] x,
         grad_out    (R, D*H)       dL/d out
         dh          (D, N, H)      in: dL/dh_n; out: dL/dh_0
         grad_x      (D, R, I)      written: each direction's share of dL/dx; None skips
-                                   its GEMM (the first layer, when the input needs none)
-        grad_w_ih   (D, I, 3H)     accumulated: dL/dW_ih, transposed like weights.w_ih
-        grad_w_hh   (D, H, 3H)     accumulated: dL/dW_hh, likewise
+                                   its GEMM (the first layer, when the input needs none);
+                                   (1, R, I) with one thread: their sum
+        grad_w_ih   (D, 3H, I)     accumulated: dL/dW_ih, rows in the kernel's gate order
+        grad_w_hh   (D, 3H, H)     accumulated: dL/dW_hh, likewise
         grad_b_ih   (D, 3H)        accumulated: dL/d(input-side biases)
         grad_b_hh   (D, 3H)        accumulated: dL/d(recurrent biases)
     The blocks of steps_per_block steps bound the workspace (6H values per row of a
@@ -306,6 +340,10 @@ def gru_layer_backward(const floating[:, ::1] x,
     shape.n_col_blocks = back_panels.shape[1]
     shape.steps_per_block = max(1, min(steps_per_block, shape.n_steps))
     n_threads = max(1, n_threads)
+    shape.dx_shared = grad_x is not None and grad_x.shape[0] < shape.n_dirs
+    if shape.dx_shared and (grad_x.shape[0] != 1 or n_threads != 1):
+        raise ValueError(f"gru_layer_backward: grad_x of {grad_x.shape[0]} directions needs "
+                         f"{shape.n_dirs}, or 1 with one thread (got {n_threads})")
     with nogil:
         status = _run_layer_backward(&shape, n_threads, &batch_sizes[0], &x[0, 0],
                                      &save[0, 0, 0], &states[0, 0, 0], &grad_out[0, 0],

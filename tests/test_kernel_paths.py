@@ -245,3 +245,33 @@ def test_saved_gates_streamed_or_stored_in_place(rng, dtype, hidden):
                                 out.unsorted_indices), total_length=steps)[0]
         tol = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}[np.dtype(dtype)]
         assert_grads_close(grads, want, tol, f"hidden {hidden}, {threads} threads")
+
+
+def test_one_input_gradient_for_both_directions_needs_one_thread(rng):
+    # At one thread a bidirectional layer's directions run one after the other, and the
+    # second adds its dL/dx to the first's in one array; on more threads they run at once, so
+    # the kernel refuses a shared array rather than race on it.
+    gru = cgru.GRU(5, 16, bidirectional=True, seed=0)
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    (out, _), backward = gru.vjp(x)
+    stack, record = gru._stack, backward._tape[0]
+    rows = out.shape[0] * out.shape[1]
+    sizes = cgru._engine.dense_batch_sizes(4, 3)
+    grad_rows = rng.standard_normal((rows, 32)).astype(np.float32)
+
+    def run(grad_x, threads):
+        grads = (np.zeros((2, 48, 5), np.float32), np.zeros((2, 48, 16), np.float32),
+                 np.zeros((2, 48), np.float32), np.zeros((2, 48), np.float32))
+        dh = np.zeros((2, 3, 16), np.float32)
+        stack._backward_kernel(record.x, record.weights, record.weights.back_panels, sizes,
+                               record.save, record.states, grad_rows, dh, grad_x, *grads,
+                               threads, 4, 256)
+        return grads
+
+    each, shared = np.empty((2, rows, 5), np.float32), np.empty((1, rows, 5), np.float32)
+    grads_each, grads_shared = run(each, 1), run(shared, 1)
+    np.testing.assert_allclose(shared[0], each[0] + each[1], rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads_shared, grads_each):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="1 with one thread"):
+        run(np.empty((1, rows, 5), np.float32), 2)

@@ -241,6 +241,13 @@ def _make_plan(shape, rows, batch, n_steps, n_threads, task, precision):
                             args))
 
 
+def directions_share_input_grad(plan, dirs):
+    """Whether a bidirectional layer's backward sums both directions' dL/dx in one array, the
+    second direction's GEMM adding to the first's, instead of one array each for NumPy to add:
+    possible where one thread runs the directions one after the other."""
+    return dirs > 1 and plan.n_threads == 1
+
+
 def blas_guard(plan):
     """The context manager a planned call runs in: BLAS single-threaded when plan.limit_blas
     (our threads each run their own products: a threaded BLAS inside them oversubscribes)."""

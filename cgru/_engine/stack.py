@@ -122,14 +122,15 @@ class LayerStack:
 
         grad_rows (R, D*H): dL/d(last layer's output rows); grad_h_n (D*layers, N, H), in the
         kernel's (sorted) batch order. Returns (dL/dx (R, I), or None without input_grad,
-        dL/dh_0 (D*layers, N, H), and per layer (dw_ih (D, I, 3H), dw_hh (D, H, 3H),
-        db_ih (D, 3H), db_hh (D, 3H)) in the kernel's layout), all new arrays.
+        dL/dh_0 (D*layers, N, H), and per layer (dw_ih (D, 3H, I), dw_hh (D, 3H, H),
+        db_ih (D, 3H), db_hh (D, 3H)) in the kernel's gate order), all new arrays.
         """
         d, h = self.dirs, self.hidden
         grad_rows = _aligned_rows(grad_rows)
         rows, batch = grad_rows.shape[0], int(batch_sizes[0])
         call_plan = plan(self.shape, rows, batch_sizes, task="backward")
         run_backward = self._backward_kernel
+        dx_dirs = 1 if policy.directions_share_input_grad(call_plan, d) else d
         grad_h0 = np.empty((d * self.num_layers, batch, h), dtype=self.dtype)
         layer_grads = [None] * self.num_layers
         with policy.blas_guard(call_plan):
@@ -138,9 +139,10 @@ class LayerStack:
                 inputs = record.x.shape[1]
                 dh = np.array(grad_h_n[layer * d:(layer + 1) * d], dtype=self.dtype, order="C")
                 wants_grad_x = layer > 0 or input_grad
-                grad_x = recycled_empty((d, rows, inputs), self.dtype) if wants_grad_x else None
-                grads = (recycled_zeros((d, inputs, 3 * h), self.dtype),
-                         recycled_zeros((d, h, 3 * h), self.dtype),
+                grad_x = (recycled_empty((dx_dirs, rows, inputs), self.dtype) if wants_grad_x
+                          else None)
+                grads = (recycled_zeros((d, 3 * h, inputs), self.dtype),
+                         recycled_zeros((d, 3 * h, h), self.dtype),
                          np.zeros((d, 3 * h), dtype=self.dtype),
                          np.zeros((d, 3 * h), dtype=self.dtype))
                 run_backward(record.x, record.weights, record.weights.back_panels, batch_sizes,
@@ -152,7 +154,7 @@ class LayerStack:
                 if not wants_grad_x:
                     grad_rows = None
                     break
-                grad_rows = grad_x[0] if d == 1 else np.add(grad_x[0], grad_x[1])
+                grad_rows = grad_x[0] if dx_dirs == 1 else np.add(grad_x[0], grad_x[1])
                 if layer > 0 and tape[layer - 1].mask is not None:
                     grad_rows *= tape[layer - 1].mask
         return grad_rows, grad_h0, layer_grads

@@ -141,15 +141,15 @@ def _aligned_arrays(shapes, dtype):
 
 
 def unpack_layer_grads(grads, hidden_size):
-    """The kernel's gradients of one layer (dw_ih (D, I, 3H), dw_hh (D, H, 3H), db_ih (D, 3H),
-    db_hh (D, 3H), columns in the packed order) as PyTorch's: per direction, (weight_ih
+    """The kernel's gradients of one layer (dw_ih (D, 3H, I), dw_hh (D, 3H, H), db_ih (D, 3H),
+    db_hh (D, 3H), gates in the packed order) as PyTorch's: per direction, (weight_ih
     (3H, I), weight_hh (3H, H), bias_ih (3H,), bias_hh (3H,)), new C-contiguous arrays."""
     order = gate_column_order(hidden_size)
     dw_ih, dw_hh, db_ih, db_hh = grads
     directions = []
     for d in range(dw_ih.shape[0]):
         parts = []
-        for packed in (dw_ih[d].T, dw_hh[d].T, db_ih[d], db_hh[d]):
+        for packed in (dw_ih[d], dw_hh[d], db_ih[d], db_hh[d]):
             grad = np.empty(packed.shape, dtype=packed.dtype)
             grad[order] = packed
             parts.append(grad)
