@@ -207,9 +207,9 @@ cdef int _run_layer_backward(BackShape *shape, int n_threads, const int64_t *bat
                              const floating *w_ih, const floating *w_hh,
                              const floating *bpanels, floating *dh, floating *dx,
                              floating *dw_ih, floating *dw_hh, floating *db_i,
-                             floating *db_h) noexcept nogil:
-    """Allocate the workspace, run every thread's share. Returns 0, or -1 when out of
-    memory."""
+                             floating *db_h, floating *work, int64_t work_size) noexcept nogil:
+    """Run every thread's share, dG_i and dG_h in `work` (work_size values). Returns 0, -1
+    when out of memory, or -2 when work is smaller than the blocks need."""
     cdef int n_steps = shape.n_steps
     cdef int spb = shape.steps_per_block
     cdef int t, b
@@ -232,16 +232,18 @@ cdef int _run_layer_backward(BackShape *shape, int n_threads, const int64_t *bat
                                offsets[n_steps - t] - offsets[max(n_steps - t - spb, 0)])
         t += spb
     cdef int64_t q = shape.n_dirs * shape.block_rows
-    cdef floating *dgi = <floating *> cgru_alloc(q * g3 * sizeof(floating))
-    cdef floating *dgh = <floating *> cgru_alloc(q * g3 * sizeof(floating))
+    if 2 * q * g3 > work_size:
+        cgru_free(offsets); cgru_free(lengths)
+        return -2
+    cdef floating *dgi = work
+    cdef floating *dgh = work + q * g3
     shape.acc_rows = max(CGRU_PANEL_ROWS, min(shape.batch, shape.panel_max_rows))
     cdef floating *acc = <floating *> cgru_alloc(n_threads * shape.acc_rows * _PANEL
                                                  * sizeof(floating))
     cdef int64_t n_sums = <int64_t> n_threads * shape.n_dirs * 4 * shape.hidden
     cdef floating *bsums = <floating *> cgru_alloc(n_sums * sizeof(floating))
-    if dgi == NULL or dgh == NULL or acc == NULL or bsums == NULL:
-        cgru_free(offsets); cgru_free(lengths); cgru_free(dgi); cgru_free(dgh); cgru_free(acc)
-        cgru_free(bsums)
+    if acc == NULL or bsums == NULL:
+        cgru_free(offsets); cgru_free(lengths); cgru_free(acc); cgru_free(bsums)
         return -1
     memset(bsums, 0, n_sums * sizeof(floating))
 
@@ -254,8 +256,7 @@ cdef int _run_layer_backward(BackShape *shape, int n_threads, const int64_t *bat
                          offsets, lengths, x, save, states, gout, w_ih, w_hh, bpanels, dh, dx,
                          dw_ih, dw_hh, dgi, dgh, acc, bsums)
     _add_bias_sums(shape, n_threads, bsums, db_i, db_h)
-    cgru_free(offsets); cgru_free(lengths); cgru_free(dgi); cgru_free(dgh); cgru_free(acc)
-    cgru_free(bsums)
+    cgru_free(offsets); cgru_free(lengths); cgru_free(acc); cgru_free(bsums)
     return 0
 
 
@@ -299,6 +300,7 @@ def gru_layer_backward(const floating[:, ::1] x,
                        floating[:, :, ::1] grad_w_hh,
                        floating[:, ::1] grad_b_ih,
                        floating[:, ::1] grad_b_hh,
+                       floating[::1] workspace,
                        int n_threads,
                        int steps_per_block,
                        int panel_max_rows):
@@ -322,8 +324,10 @@ def gru_layer_backward(const floating[:, ::1] x,
         grad_w_hh   (D, 3H, H)     accumulated: dL/dW_hh, likewise
         grad_b_ih   (D, 3H)        accumulated: dL/d(input-side biases)
         grad_b_hh   (D, 3H)        accumulated: dL/d(recurrent biases)
+        workspace   (W,)           scratch: dG_i and dG_h of a block, W >= 2 * D * 3H * the
+                                   rows of the largest block (steps_per_block * N will do)
     The blocks of steps_per_block steps bound the workspace (6H values per row of a
-    block); recurrent products of at most panel_max_rows rows use the panels, larger ones BLAS.
+    block and direction); recurrent products of at most panel_max_rows rows use the panels, larger ones BLAS.
     Shapes are not checked here: cgru/_engine/stack.py passes what the forward pass used.
     """
     cdef BackShape shape
@@ -350,6 +354,10 @@ def gru_layer_backward(const floating[:, ::1] x,
                                      <const floating *> weights.w_ih,
                                      <const floating *> weights.w_hh, &back_panels[0, 0, 0, 0],
                                      &dh[0, 0, 0], dx, &grad_w_ih[0, 0, 0],
-                                     &grad_w_hh[0, 0, 0], &grad_b_ih[0, 0], &grad_b_hh[0, 0])
+                                     &grad_w_hh[0, 0, 0], &grad_b_ih[0, 0], &grad_b_hh[0, 0],
+                                     &workspace[0], workspace.shape[0])
+    if status == -2:
+        raise ValueError(f"gru_layer_backward: a workspace of {workspace.shape[0]} values is "
+                         f"smaller than blocks of {shape.steps_per_block} steps need")
     if status != 0:
         raise MemoryError("cgru: could not allocate the GRU backward workspace")

@@ -247,7 +247,7 @@ def test_saved_gates_streamed_or_stored_in_place(rng, dtype, hidden):
         assert_grads_close(grads, want, tol, f"hidden {hidden}, {threads} threads")
 
 
-def test_one_input_gradient_for_both_directions_needs_one_thread(rng):
+def test_backward_kernel_input_gradient_and_workspace_arguments(rng):
     # At one thread a bidirectional layer's directions run one after the other, and the
     # second adds its dL/dx to the first's in one array; on more threads they run at once, so
     # the kernel refuses a shared array rather than race on it.
@@ -259,13 +259,15 @@ def test_one_input_gradient_for_both_directions_needs_one_thread(rng):
     sizes = cgru._engine.dense_batch_sizes(4, 3)
     grad_rows = rng.standard_normal((rows, 32)).astype(np.float32)
 
-    def run(grad_x, threads):
+    def run(grad_x, threads, workspace_size=2 * 2 * 12 * 48):
+        # blocks of 4 steps of 3 rows: dG_i and dG_h, 48 values a row, 2 directions
         grads = (np.zeros((2, 48, 5), np.float32), np.zeros((2, 48, 16), np.float32),
                  np.zeros((2, 48), np.float32), np.zeros((2, 48), np.float32))
         dh = np.zeros((2, 3, 16), np.float32)
+        workspace = np.empty(workspace_size, np.float32)
         stack._backward_kernel(record.x, record.weights, record.weights.back_panels, sizes,
                                record.save, record.states, grad_rows, dh, grad_x, *grads,
-                               threads, 4, 256)
+                               workspace, threads, 4, 256)
         return grads
 
     each, shared = np.empty((2, rows, 5), np.float32), np.empty((1, rows, 5), np.float32)
@@ -275,3 +277,5 @@ def test_one_input_gradient_for_both_directions_needs_one_thread(rng):
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="1 with one thread"):
         run(np.empty((1, rows, 5), np.float32), 2)
+    with pytest.raises(ValueError, match="smaller than blocks of 4 steps need"):
+        run(each, 1, workspace_size=2 * 2 * 12 * 48 - 1)
