@@ -40,14 +40,15 @@ cdef struct BackShape:
 
 
 cdef inline void _gate_grads(int rows, int hidden, const floating *save,
-                             const floating *h_prev, const floating *g_out, long ld_out,
-                             floating *g, long ld_g, floating *dgi, floating *dgh,
-                             floating *db) noexcept nogil:
+                             const floating *h_prev, const floating *g_out,
+                             const floating *g_out2, long ld_out, floating *g, long ld_g,
+                             floating *dgi, floating *dgh, floating *db) noexcept nogil:
     if floating is float:
-        cgru_gate_grads_float(rows, hidden, save, h_prev, g_out, ld_out, g, ld_g, dgi, dgh, db)
+        cgru_gate_grads_float(rows, hidden, save, h_prev, g_out, g_out2, ld_out, g, ld_g, dgi,
+                              dgh, db)
     else:
-        cgru_gate_grads_double(rows, hidden, save, h_prev, g_out, ld_out, g, ld_g, dgi, dgh,
-                               db)
+        cgru_gate_grads_double(rows, hidden, save, h_prev, g_out, g_out2, ld_out, g, ld_g,
+                               dgi, dgh, db)
 
 
 cdef void _back_product(const BackShape *shape, int b0, int b1, const floating *dgh__n3h,
@@ -107,7 +108,7 @@ cdef void _back_direction(const BackShape *shape, int d, int team, int team_size
                           const int64_t *batch_sizes, const int64_t *offsets,
                           const int64_t *lengths, const floating *x__ri,
                           const floating *save__dr4h, const floating *states__drh,
-                          const floating *gout__r2h,
+                          const floating *gout__r2h, const floating *gout2__r2h,
                           const floating *w_ih__di3h, const floating *w_hh__dh3h,
                           const floating *bpanels__dj3h48, floating *dh__dnh,
                           floating *dx__dri, floating *dw_ih__d3hi, floating *dw_hh__d3hh,
@@ -152,7 +153,9 @@ cdef void _back_direction(const BackShape *shape, int d, int team, int team_size
                 continue
             _gate_grads(hi - lo, hidden, save__r4h + (row0 + lo) * 4 * hidden,
                         states__rh + (row0 + lo) * hidden,
-                        gout__r2h + (row0 + lo) * ld_out + d * hidden, ld_out,
+                        gout__r2h + (row0 + lo) * ld_out + d * hidden,
+                        NULL if gout2__r2h == NULL
+                        else gout2__r2h + (row0 + lo) * ld_out + d * hidden, ld_out,
                         dh__nh + <int64_t> lo * hidden, hidden,
                         dgi__q3h + (row0 - block_start + lo) * g3,
                         dgh__q3h + (row0 - block_start + lo) * g3, bsum__4h)
@@ -177,7 +180,8 @@ cdef void _back_direction(const BackShape *shape, int d, int team, int team_size
 cdef void _back_worker(const BackShape *shape, int tid, int n_threads,
                        const int64_t *batch_sizes, const int64_t *offsets,
                        const int64_t *lengths, const floating *x, const floating *save,
-                       const floating *states, const floating *gout, const floating *w_ih,
+                       const floating *states, const floating *gout,
+                       const floating *gout2, const floating *w_ih,
                        const floating *w_hh, const floating *bpanels, floating *dh,
                        floating *dx, floating *dw_ih, floating *dw_hh, floating *dgi,
                        floating *dgh, floating *acc__tr48,
@@ -191,20 +195,20 @@ cdef void _back_worker(const BackShape *shape, int tid, int n_threads,
     if n_threads >= n_dirs:
         d = tid % n_dirs
         _back_direction(shape, d, tid // n_dirs, (n_threads - d + n_dirs - 1) // n_dirs,
-                        batch_sizes, offsets, lengths, x, save, states, gout, w_ih, w_hh,
-                        bpanels, dh, dx, dw_ih, dw_hh, dgi, dgh, acc__r48,
+                        batch_sizes, offsets, lengths, x, save, states, gout, gout2, w_ih,
+                        w_hh, bpanels, dh, dx, dw_ih, dw_hh, dgi, dgh, acc__r48,
                         bsums__d4h + <int64_t> d * 4 * shape.hidden)
         return
     for d in range(n_dirs):
         _back_direction(shape, d, 0, 1, batch_sizes, offsets, lengths, x, save, states, gout,
-                        w_ih, w_hh, bpanels, dh, dx, dw_ih, dw_hh, dgi, dgh, acc__r48,
+                        gout2, w_ih, w_hh, bpanels, dh, dx, dw_ih, dw_hh, dgi, dgh, acc__r48,
                         bsums__d4h + <int64_t> d * 4 * shape.hidden)
 
 
 cdef int _run_layer_backward(BackShape *shape, int n_threads, const int64_t *batch_sizes,
                              const floating *x, const floating *save,
                              const floating *states, const floating *gout,
-                             const floating *w_ih, const floating *w_hh,
+                             const floating *gout2, const floating *w_ih, const floating *w_hh,
                              const floating *bpanels, floating *dh, floating *dx,
                              floating *dw_ih, floating *dw_hh, floating *db_i,
                              floating *db_h, floating *work, int64_t work_size) noexcept nogil:
@@ -248,13 +252,13 @@ cdef int _run_layer_backward(BackShape *shape, int n_threads, const int64_t *bat
     memset(bsums, 0, n_sums * sizeof(floating))
 
     if n_threads == 1:
-        _back_worker(shape, 0, 1, batch_sizes, offsets, lengths, x, save, states, gout, w_ih,
-                     w_hh, bpanels, dh, dx, dw_ih, dw_hh, dgi, dgh, acc, bsums)
+        _back_worker(shape, 0, 1, batch_sizes, offsets, lengths, x, save, states, gout, gout2,
+                     w_ih, w_hh, bpanels, dh, dx, dw_ih, dw_hh, dgi, dgh, acc, bsums)
     else:
         with parallel(num_threads=n_threads):
             _back_worker(shape, omp_get_thread_num(), omp_get_num_threads(), batch_sizes,
-                         offsets, lengths, x, save, states, gout, w_ih, w_hh, bpanels, dh, dx,
-                         dw_ih, dw_hh, dgi, dgh, acc, bsums)
+                         offsets, lengths, x, save, states, gout, gout2, w_ih, w_hh, bpanels,
+                         dh, dx, dw_ih, dw_hh, dgi, dgh, acc, bsums)
     _add_bias_sums(shape, n_threads, bsums, db_i, db_h)
     cgru_free(offsets); cgru_free(lengths); cgru_free(acc); cgru_free(bsums)
     return 0
@@ -303,7 +307,8 @@ def gru_layer_backward(const floating[:, ::1] x,
                        floating[::1] workspace,
                        int n_threads,
                        int steps_per_block,
-                       int panel_max_rows):
+                       int panel_max_rows,
+                       const floating[:, ::1] grad_out_more=None):
     """The backward pass of one GRU layer, all its directions, over packed time-major rows.
 
     Shapes, where R = sum(batch_sizes), L = len(batch_sizes), N = batch_sizes[0], D directions,
@@ -316,6 +321,8 @@ def gru_layer_backward(const floating[:, ::1] x,
         save        (D, R, 4H)     the gates the forward saved (gru_layer(..., save, states))
         states      (D, R, H)      each row's h(t-1), as the forward saved it
         grad_out    (R, D*H)       dL/d out
+        grad_out_more  (R, D*H)    None, or more of dL/d out, added to grad_out's (the other
+                                   direction's dL/dx of the layer above: no pass to sum them)
         dh          (D, N, H)      in: dL/dh_n; out: dL/dh_0
         grad_x      (D, R, I)      written: each direction's share of dL/dx; None skips
                                    its GEMM (the first layer, when the input needs none);
@@ -333,6 +340,14 @@ def gru_layer_backward(const floating[:, ::1] x,
     cdef BackShape shape
     cdef int status
     cdef floating *dx = NULL if grad_x is None else &grad_x[0, 0, 0]
+    cdef const floating *gout_more = NULL
+    if grad_out_more is not None:
+        if grad_out_more.shape[0] != grad_out.shape[0] or \
+                grad_out_more.shape[1] != grad_out.shape[1]:
+            raise ValueError(f"gru_layer_backward: grad_out_more of shape "
+                             f"({grad_out_more.shape[0]}, {grad_out_more.shape[1]}), grad_out "
+                             f"({grad_out.shape[0]}, {grad_out.shape[1]})")
+        gout_more = &grad_out_more[0, 0]
     if weights.is_double != (sizeof(floating) == sizeof(double)):
         raise TypeError("gru_layer_backward: weights and input differ in dtype")
     shape.n_steps = batch_sizes.shape[0]
@@ -351,6 +366,7 @@ def gru_layer_backward(const floating[:, ::1] x,
     with nogil:
         status = _run_layer_backward(&shape, n_threads, &batch_sizes[0], &x[0, 0],
                                      &save[0, 0, 0], &states[0, 0, 0], &grad_out[0, 0],
+                                     gout_more,
                                      <const floating *> weights.w_ih,
                                      <const floating *> weights.w_hh, &back_panels[0, 0, 0, 0],
                                      &dh[0, 0, 0], dx, &grad_w_ih[0, 0, 0],

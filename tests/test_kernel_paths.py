@@ -250,7 +250,8 @@ def test_saved_gates_streamed_or_stored_in_place(rng, dtype, hidden):
 def test_backward_kernel_input_gradient_and_workspace_arguments(rng):
     # At one thread a bidirectional layer's directions run one after the other, and the
     # second adds its dL/dx to the first's in one array; on more threads they run at once, so
-    # the kernel refuses a shared array rather than race on it.
+    # the kernel refuses a shared array rather than race on it. On more threads, the layer
+    # below reads both arrays (grad_out and grad_out_more) and adds them itself.
     gru = cgru.GRU(5, 16, bidirectional=True, seed=0)
     x = rng.standard_normal((4, 3, 5)).astype(np.float32)
     (out, _), backward = gru.vjp(x)
@@ -259,7 +260,7 @@ def test_backward_kernel_input_gradient_and_workspace_arguments(rng):
     sizes = cgru._engine.dense_batch_sizes(4, 3)
     grad_rows = rng.standard_normal((rows, 32)).astype(np.float32)
 
-    def run(grad_x, threads, workspace_size=2 * 2 * 12 * 48):
+    def run(grad_x, threads, workspace_size=2 * 2 * 12 * 48, grad_rows=grad_rows, more=None):
         # blocks of 4 steps of 3 rows: dG_i and dG_h, 48 values a row, 2 directions
         grads = (np.zeros((2, 48, 5), np.float32), np.zeros((2, 48, 16), np.float32),
                  np.zeros((2, 48), np.float32), np.zeros((2, 48), np.float32))
@@ -267,8 +268,8 @@ def test_backward_kernel_input_gradient_and_workspace_arguments(rng):
         workspace = np.empty(workspace_size, np.float32)
         stack._backward_kernel(record.x, record.weights, record.weights.back_panels, sizes,
                                record.save, record.states, grad_rows, dh, grad_x, *grads,
-                               workspace, threads, 4, 256)
-        return grads
+                               workspace, threads, 4, 256, more)
+        return grads + (dh,)
 
     each, shared = np.empty((2, rows, 5), np.float32), np.empty((1, rows, 5), np.float32)
     grads_each, grads_shared = run(each, 1), run(shared, 1)
@@ -279,3 +280,12 @@ def test_backward_kernel_input_gradient_and_workspace_arguments(rng):
         run(np.empty((1, rows, 5), np.float32), 2)
     with pytest.raises(ValueError, match="smaller than blocks of 4 steps need"):
         run(each, 1, workspace_size=2 * 2 * 12 * 48 - 1)
+
+    part = rng.standard_normal(grad_rows.shape).astype(np.float32)
+    for threads in (1, 2):
+        split = run(np.empty((2, rows, 5), np.float32), threads, grad_rows=grad_rows - part,
+                    more=part)
+        for got, want in zip(split, grads_each):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"grad_out_more of shape \(11, 32\), grad_out"):
+        run(each, 1, more=part[1:])

@@ -137,6 +137,7 @@ class LayerStack:
         workspace = recycled_empty((2 * d * block_rows * 3 * h,), self.dtype)
         grad_h0 = np.empty((d * self.num_layers, batch, h), dtype=self.dtype)
         layer_grads = [None] * self.num_layers
+        grad_rows_more = None     # the other direction's share of grad_rows, or None
         with policy.blas_guard(call_plan):
             for layer in reversed(range(self.num_layers)):
                 record = tape[layer]
@@ -152,13 +153,19 @@ class LayerStack:
                 run_backward(record.x, record.weights, record.weights.back_panels, batch_sizes,
                              record.save, record.states, grad_rows, dh, grad_x, *grads,
                              workspace, call_plan.n_threads, call_plan.steps_per_block,
-                             call_plan.panel_max_rows)
+                             call_plan.panel_max_rows, grad_rows_more)
                 grad_h0[layer * d:(layer + 1) * d] = dh
                 layer_grads[layer] = grads
                 if not wants_grad_x:
                     grad_rows = None
                     break
-                grad_rows = grad_x[0] if dx_dirs == 1 else np.add(grad_x[0], grad_x[1])
-                if layer > 0 and tape[layer - 1].mask is not None:
-                    grad_rows *= tape[layer - 1].mask
+                mask = tape[layer - 1].mask if layer > 0 else None
+                if dx_dirs == 1:
+                    grad_rows, grad_rows_more = grad_x[0], None
+                elif layer > 0 and mask is None:    # the layer below adds them as it reads
+                    grad_rows, grad_rows_more = grad_x[0], grad_x[1]
+                else:
+                    grad_rows, grad_rows_more = np.add(grad_x[0], grad_x[1]), None
+                if mask is not None:
+                    grad_rows *= mask
         return grad_rows, grad_h0, layer_grads

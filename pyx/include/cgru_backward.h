@@ -19,7 +19,8 @@
    gate stride u); h_prev, the rows' h(t-1) (row m at h_prev + m * H); g = dL/dh' from the
    later steps (row m at
    g + m * ld_g; replaced by g * z), to which g_out, the output's gradient (row m at
-   g_out + m * ld_out), is added first; dgi and dgh (row m at + m * 3H; block k's gates at
+   g_out + m * ld_out), is added first, and g_out2 likewise unless it is NULL (the other
+   direction's share of dL/dx of the layer above: added here, not by a pass of its own); dgi and dgh (row m at + m * 3H; block k's gates at
    3 * 16k, gate stride u: the forward's projection layout); db, the rows' sums so far (block
    k's sum(da_r) | sum(da_z) | sum(da_n) | sum(da_n * r) at 4 * 16k, gate stride u, as save):
    summed here, while the row is in registers, the bias gradients cost no second pass over
@@ -27,7 +28,8 @@
 #define CGRU_GATE_GRADS(T) \
 static inline void cgru_gate_grads_##T(int rows, int hidden, const T *restrict save, \
                                        const T *restrict h_prev, \
-                                       const T *restrict g_out, long ld_out, \
+                                       const T *restrict g_out, \
+                                       const T *restrict g_out2, long ld_out, \
                                        T *restrict g, long ld_g, T *restrict dgi, \
                                        T *restrict dgh, T *restrict db) { \
     for (int m = 0; m < rows; m++) { \
@@ -36,6 +38,11 @@ static inline void cgru_gate_grads_##T(int rows, int hidden, const T *restrict s
         const T *go_row = g_out + m * ld_out; \
         T *g_row = g + m * ld_g; \
         T *gi_row = dgi + (long)m * 3 * hidden, *gh_row = dgh + (long)m * 3 * hidden; \
+        if (g_out2 != NULL) { \
+            const T *restrict go2_row = g_out2 + m * ld_out; \
+            for (int j = 0; j < hidden; j++) \
+                g_row[j] += go2_row[j]; \
+        } \
         for (int u0 = 0; u0 < hidden; u0 += 16) { \
             const int u = hidden - u0 < 16 ? hidden - u0 : 16; \
             const T *restrict r = sv_row + 4 * u0, *restrict z = r + u; \
