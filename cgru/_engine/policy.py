@@ -65,9 +65,13 @@ BLAS_SINGLE_THREAD_WORK = 65536 * 4
 # -- backward ------------------------------------------------------------------------------------
 
 # The backward pass works through blocks of steps whose dG_i and dG_h rows (6H values a row)
-# take about this many bytes per direction: its weight-gradient GEMMs then have thousands
-# of rows (S6: 512), while the workspace stays bounded however long the sequence.
-BACKWARD_WORKSPACE_BYTES = 8 << 20
+# take about this many bytes per direction: its weight-gradient GEMMs then have hundreds of
+# rows (S5: 384, S6: 256) and the block is still in cache when they read it, while the
+# workspace stays bounded however long the sequence. Backward alone, blocks of 1.5 / 2.5 / 4 /
+# 8 MB interleaved (AMD EPYC Zen 2, L2 512 KB, L3 16 MB): S5 at one thread 521 / 523 / 532 /
+# 528 ms, at two 271 / 268 / 272 / 275; 2.5 against 8 MB: S8 22.6 / 22.7 and 18.3 / 18.1 ms,
+# S4 10.6 / 10.6; S6 (256 rows against 512) 686 / 684 and 390 / 386.
+BACKWARD_WORKSPACE_BYTES = 5 << 19
 # ... and at most this share of the direction's saved gates (4H values a row), so that a short
 # training step's peak memory is not mostly workspace (S3's one block of 800 rows took 5.7 MB
 # beside a 3.3 MB tape, and the step's peak was PyTorch's: 11.3 against 10.7 MB). Smaller
