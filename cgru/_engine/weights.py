@@ -144,14 +144,18 @@ def unpack_layer_grads(grads, hidden_size):
     """The kernel's gradients of one layer (dw_ih (D, 3H, I), dw_hh (D, 3H, H), db_ih (D, 3H),
     db_hh (D, 3H), gates in the packed order) as PyTorch's: per direction, (weight_ih
     (3H, I), weight_hh (3H, H), bias_ih (3H,), bias_hh (3H,)), new C-contiguous arrays."""
-    order = gate_column_order(hidden_size)
+    rows = _packed_row_of(hidden_size)
     dw_ih, dw_hh, db_ih, db_hh = grads
-    directions = []
-    for d in range(dw_ih.shape[0]):
-        parts = []
-        for packed in (dw_ih[d], dw_hh[d], db_ih[d], db_hh[d]):
-            grad = np.empty(packed.shape, dtype=packed.dtype)
-            grad[order] = packed
-            parts.append(grad)
-        directions.append(parts)
-    return directions
+    # A gather of rows: np.take for matrices, indexing for vectors, the faster of the two for
+    # each (a one-step backward's four, as scatters by gate_column_order: 27 -> 13 us).
+    return [[np.take(dw_ih[d], rows, axis=0), np.take(dw_hh[d], rows, axis=0),
+             db_ih[d][rows], db_hh[d][rows]] for d in range(dw_ih.shape[0])]
+
+
+@functools.lru_cache(maxsize=16)
+def _packed_row_of(hidden_size):
+    """Index array q such that PyTorch row r of a (3H, K) weight is packed row q[r]: the
+    inverse of gate_column_order."""
+    rows = np.argsort(gate_column_order(hidden_size))
+    rows.flags.writeable = False
+    return rows
