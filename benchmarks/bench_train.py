@@ -1,7 +1,8 @@
 """A GRU training step, cgru against PyTorch's autograd, on cases S3-S6 and S8; prints tables.
 
     python benchmarks/bench_train.py --threads 1,2 [--cases S3,S4,S5,S6,S8] [--repeats 9]
-                                     [--no-optimizer] [--json out.json]
+                                     [--no-optimizer] [--keep-freed-memory]
+                                     [--json out.json]
     python benchmarks/bench_train.py --memory-case 1000,64,256,256 [--threads 1]
 
 Step = forward + backward (+ Adam step): cgru's vjp and backward against torch.nn.GRU's

@@ -8,8 +8,8 @@ except ImportError as error:  # pragma: no cover - depends on how cgru was impor
         "`pip install .` and run from another folder, or build in place with "
         "`python setup.py build_ext --inplace`.") from None
 
-from ._engine import (get_num_threads, load_adaptive, set_load_adaptive, set_num_threads,
-                      share_blas_threads, show_config, use_threads)
+from ._engine import (get_num_threads, keep_freed_memory, load_adaptive, set_load_adaptive,
+                      set_num_threads, share_blas_threads, show_config, use_threads)
 from ._version import __version__
 from .cell import GRUCell
 from .clip import clip_grad_norm_, clip_grad_value_
@@ -25,5 +25,5 @@ from . import cell, clip, gru, optim, packing, persist, quantized  # noqa: E402
 __all__ = ["GRU", "GRUCell", "QuantizedGRU", "QuantizedGRUCell", "PackedSequence", "pack_padded_sequence", "pad_packed_sequence",
            "pack_sequence", "pad_sequence", "unpack_sequence", "unpad_sequence",
            "get_num_threads", "set_num_threads", "use_threads", "share_blas_threads",
-           "set_load_adaptive", "load_adaptive", "show_config", "load",
+           "set_load_adaptive", "load_adaptive", "keep_freed_memory", "show_config", "load",
            "clip_grad_norm_", "clip_grad_value_", "__version__"]

@@ -3,15 +3,16 @@
 benchmarks/ on PYTHONPATH, so that nothing the parent imported or allocated counts.
 """
 import json
+import os
 import sys
 
 import numpy as np
 
-from cgru import use_threads
+from cgru import keep_freed_memory, use_threads
 from cgru.bench import Case, make_inputs, time_once
 
-from .train import (cgru_adam, cgru_grad_output, cgru_step, new_gru, torch_adam, torch_module,
-                    torch_step, upstream)
+from .train import (KEEP_FREED_MEMORY_ENV, cgru_adam, cgru_grad_output, cgru_step, new_gru,
+                    torch_adam, torch_module, torch_step, upstream)
 
 
 def _status_kib(field):
@@ -39,6 +40,8 @@ def main(argv=None):
     import resource
     argv = sys.argv[1:] if argv is None else argv
     impl, spec, threads, optimizer = argv[0], json.loads(argv[1]), int(argv[2]), argv[3] == "1"
+    if os.environ.get(KEEP_FREED_MEMORY_ENV) == "1":
+        keep_freed_memory()
     lengths = spec.pop("lengths")
     case = Case(name="memory", lengths=None if lengths is None else np.array(lengths), **spec)
     x, h0 = make_inputs(case)

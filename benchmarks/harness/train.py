@@ -232,6 +232,10 @@ def case_spec(case):
                 lengths=None if case.lengths is None else case.lengths.tolist())
 
 
+# Set by --keep-freed-memory for the memory measurements' processes.
+KEEP_FREED_MEMORY_ENV = "CGRU_BENCH_KEEP_FREED_MEMORY"
+
+
 def measure_memory(impl, case, threads, optimizer=True):
     """harness/memory_child.py's result for one implementation and case, in a fresh process."""
     benchmarks = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -358,8 +362,18 @@ def main(argv=None):
                         help="only measure the peak RSS growth of one training step on this "
                              "1-layer case (e.g. 1000,64,256,256)")
     parser.add_argument("--json", metavar="PATH", help="write all results as JSON")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="call cgru.keep_freed_memory() first (glibc keeps freed memory; "
+                             "process-wide, so PyTorch's steps run with it too), also in the "
+                             "memory measurements' processes")
     args = parser.parse_args(argv)
     threads_list = [int(t) for t in args.threads.split(",")]
+    if args.keep_freed_memory:
+        import cgru
+        cgru.keep_freed_memory()
+        os.environ[KEEP_FREED_MEMORY_ENV] = "1"     # for harness/memory_child.py
+        print("With cgru.keep_freed_memory(): glibc keeps freed memory for reuse, in this "
+              "process and the memory measurements'.")
     if args.optimizer:
         try:
             import cgru.optim  # noqa: F401

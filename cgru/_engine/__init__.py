@@ -9,6 +9,7 @@
     threads.py        the thread count (set_num_threads, use_threads)
     blas_threads.py   keeping scipy's OpenBLAS single-threaded while our threads run
     pool.py           sharing the machine: OpenBLAS on our pool, the load-adaptive count
+    malloc.py         glibc's malloc told to keep freed memory (an opt-in for training loops)
     recycle.py, aligned.py  memory for results and weights
     config.py         show_config
 
@@ -19,6 +20,7 @@ from .blas_threads import (blas_controller, describe_blas, find_openblas,
                            numpy_blas_single_threaded)
 from .config import config, show_config
 from .isa import available_isas, cpu_features, cpu_model, kernel
+from .malloc import keep_freed_memory
 from .pool import (load_adaptive, set_load_adaptive, share_blas_threads,
                    shared_blas_libraries)
 from .quant_weights import (PRECISIONS, check_precision, dequantize, from_bfloat16,
@@ -34,7 +36,7 @@ from . import rows
 __all__ = ["LayerStack", "PRECISIONS", "available_isas", "blas_controller", "check_precision",
            "find_openblas", "config", "cpu_features", "cpu_model", "dask_worker_threads",
            "dense_batch_sizes", "dequantize", "describe_blas", "dropout_mask", "from_bfloat16",
-           "get_num_threads", "kernel", "load_adaptive", "numpy_blas_single_threaded", "pack_layer", "pack_quant_layer",
+           "get_num_threads", "keep_freed_memory", "kernel", "load_adaptive", "numpy_blas_single_threaded", "pack_layer", "pack_quant_layer",
            "quantize_int8_rows", "recycled_copy", "recycled_empty", "recycled_zeros",
            "reduced_precision_kernels",
            "resolve_threads", "rows", "set_load_adaptive", "set_num_threads",
