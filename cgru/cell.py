@@ -5,7 +5,7 @@ import numpy as np
 
 from ._engine import LayerStack, pack_layer
 from ._nn.checks import check_dtype, check_rng, check_size
-from ._nn.inputs import Call, StepCall
+from ._nn.inputs import StepCall
 from ._nn.parameters import ParameterModule
 from ._nn.tape import Backward
 
@@ -91,14 +91,13 @@ class GRUCell(StepCall, ParameterModule):
         any number of times; it uses the weights of this step even if the cell's parameters
         change meanwhile.
         """
-        *fields, kept_rows = self._prepare(input, hx, private_rows=True)
-        call = Call(*fields)
+        rows, batch_sizes, h0, layout, kept_rows = self._prepare(input, hx, private_rows=True)
         tape = []
-        rows = self._stack.forward(self._layer_weights, call.rows, call.batch_sizes, call.h0,
-                                   tape=tape, tape_input=kept_rows)
+        out = self._stack.forward(self._layer_weights, rows, batch_sizes, h0, tape=tape,
+                                  tape_input=kept_rows)
         names = [[["weight_ih", "weight_hh", "bias_ih" if self._bias else None,
                    "bias_hh" if self._bias else None]]]
-        backward = Backward(self._stack, tape, call.batch_sizes, call.layout, names)
+        backward = Backward(self._stack, tape, batch_sizes, layout, names)
 
         def cell_backward(grad_h1=None, *, input_grad=True):
             return backward(grad_h1, None, input_grad=input_grad)
@@ -106,7 +105,7 @@ class GRUCell(StepCall, ParameterModule):
         cell_backward.__doc__ = ("backward(grad_h1, *, input_grad=True) -> dict of gradients: "
                                  "input (unless input_grad is False), hx, weight_ih, weight_hh "
                                  "(and bias_ih, bias_hh).")
-        return call.layout.outputs(rows, call.h0), cell_backward
+        return layout.outputs(out, h0), cell_backward
 
     def _run(self, x, batch_sizes, h):
         """One step of rows x (N, I) from h (1, N, H); returns h' (N, H)."""

@@ -6,7 +6,7 @@ import numpy as np
 
 from ._engine import LayerStack, dropout_mask, pack_layer
 from ._nn.checks import check_dropout, check_dtype, check_rng, check_size
-from ._nn.inputs import Call, SequenceCall
+from ._nn.inputs import SequenceCall
 from ._nn.parameters import ParameterModule
 from ._nn.tape import Backward
 
@@ -231,15 +231,12 @@ class GRU(SequenceCall, ParameterModule):
         training mode with dropout), where R = L*N, or sum(lengths) when packed. The output
         returned is not among them: the caller may write to it.
         """
-        *fields, kept_rows = self._prepare(input, hx, private_rows=True)
-        call = Call(*fields)
+        rows, batch_sizes, h0, layout, kept_rows = self._prepare(input, hx, private_rows=True)
         tape = []
-        rows = self._stack.forward(self._layer_weights, call.rows, call.batch_sizes, call.h0,
-                                   dropout=self._dropout_in_use(), tape=tape,
-                                   tape_input=kept_rows)
-        backward = Backward(self._stack, tape, call.batch_sizes, call.layout,
-                            self._gradient_names())
-        return call.layout.outputs(rows, call.h0), backward
+        out = self._stack.forward(self._layer_weights, rows, batch_sizes, h0,
+                                  dropout=self._dropout_in_use(), tape=tape, tape_input=kept_rows)
+        backward = Backward(self._stack, tape, batch_sizes, layout, self._gradient_names())
+        return layout.outputs(out, h0), backward
 
     def _gradient_names(self):
         """Per layer and direction, the state_dict names of the kernel's four gradients

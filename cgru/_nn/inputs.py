@@ -1,28 +1,21 @@
 """The one input path of every module: forward and the forward of vjp both take their input,
 hx and lengths through `_prepare`, so the forward of vjp is the forward by construction.
 
-A call becomes a `Call`: the kernel's packed rows, batch sizes and a private h_0 in the
-kernel's (sorted) batch order, plus a layout that maps results and gradients back to the
-caller's shapes (dense, batch-first, unbatched, packed, or one step of a cell).
+A call becomes the tuple (rows, batch_sizes, h0, layout):
+    rows         (R, I) the kernel's packed time-major input rows
+    batch_sizes  (L,) int64, non-increasing
+    h0           (layers, N, H) a private C-contiguous h_0, in the kernel's (sorted) batch order
+    layout       DenseLayout, PackedLayout or CellLayout: maps results and gradients back to the
+                 caller's shapes (dense, batch-first, unbatched, packed, or one step of a cell)
+(a plain tuple: a NamedTuple cost a tenth of a one-step call's Python side, S1's).
 """
 import functools
-from typing import NamedTuple
 
 import numpy as np
 
 from .._engine import dense_batch_sizes, recycled_copy
 from ..packing import PackedSequence, as_packed, check_packed
 from .checks import as_float_array
-
-
-class Call(NamedTuple):
-    rows: np.ndarray            # (R, I) packed time-major input rows
-    batch_sizes: np.ndarray     # (L,) int64, non-increasing
-    h0: np.ndarray              # (layers, N, H) a private C-contiguous copy, kernel's order
-    layout: object              # DenseLayout, PackedLayout or CellLayout
-
-# (_prepare returns a plain tuple in Call's order: building the NamedTuple cost a tenth of
-# a one-step call's Python side, S1's; vjp names the fields.)
 
 
 class SequenceCall:
@@ -74,10 +67,12 @@ class SequenceCall:
         return args
 
     def _prepare(self, input, hx, *, private_rows=False):
-        """The Call for (input, hx), after every check. private_rows: also return, fifth, the
-        rows vjp's tape keeps, which must not be the caller's memory (the tape must not see
-        later edits): a copy where the rows are the caller's, else the rows themselves. The
-        kernel reads the rows, copied or not, where the copy has just put them in cache."""
+        """(rows, batch_sizes, h0, layout) for (input, hx), after every check.
+
+        private_rows: also return, fifth, the rows vjp's tape keeps, which must not be the
+        caller's memory (the tape must not see later edits): a copy where the rows are the
+        caller's, else the rows themselves. The kernel reads the rows, copied or not, where
+        the copy has just put them in cache."""
         stack = self._stack
         dtype = stack.dtype
         # cgru's PackedSequence, or torch's converted (an array is neither: no call)
@@ -167,8 +162,8 @@ class StepCall:
         return rows if layout.batched else rows[0]
 
     def _prepare(self, input, hx, *, private_rows=False):
-        """The Call for one step (input, hx), after every check (private_rows as for
-        SequenceCall._prepare)."""
+        """(rows, batch_sizes, h0, layout) for one step (input, hx), after every check
+        (private_rows as for SequenceCall._prepare)."""
         stack = self._stack
         dtype = stack.dtype
         x = input if type(input) is np.ndarray and input.dtype == dtype \
