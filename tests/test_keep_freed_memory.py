@@ -1,5 +1,6 @@
 """cgru.keep_freed_memory(): glibc keeps freed memory for reuse, so a loop that allocates and
 frees the same temporaries stops faulting them in; off again, it faults as before."""
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import cgru
 from cgru._engine.malloc import _mallopt
 
 GLIBC = _mallopt() is not None
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 # A step's worth of temporaries, allocated, written and freed ten times over: three arrays of
 # 6 MB, freed together, leave more free at the top of the heap than glibc's adaptive trim
@@ -36,8 +38,10 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 
 
 def faults_per_step(mode):
+    # run from tests/: from the source tree, `import cgru` would find the uncompiled sources
     result = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True,
-                            text=True, check=True)
+                            text=True, cwd=HERE)
+    assert result.returncode == 0, result.stderr
     return float(result.stdout)
 
 
