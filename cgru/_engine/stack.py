@@ -123,7 +123,7 @@ class LayerStack:
         d, h, dtype = self.dirs, self.hidden, self.dtype
         if rows * 5 * d * h * dtype.itemsize < SMALL_BYTES:
             # one-step calls (S1): NumPy's own arrays, without recycled_empty's size checks
-            # (1.2 of the 9 us a one-step vjp adds to its forward)
+            # (1.2 us of the 9 that a one-step vjp added to its forward)
             return np.empty((d, rows, 4 * h), dtype), np.empty((d, rows, h), dtype)
         return recycled_empty((d, rows, 4 * h), dtype), recycled_empty((d, rows, h), dtype)
 
