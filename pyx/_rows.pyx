@@ -5,7 +5,10 @@
 # us of a 0.49 ms pad of S8's batch (6841 rows), and NumPy's fancy-index gather and scatter were 2x
 # slower than these loops.
 # The caller (cgru/packing.py) checks every size, length and permutation; nothing is checked here.
+# Also here, gather_transpose: the transposing copy that lays weights out for the kernel
+# (cgru/_engine/weights.py).
 
+from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
@@ -170,3 +173,26 @@ def stream_copy(const unsigned char[::1] source, unsigned char[::1] destination,
             stop = min(n, start + run)
             if start < stop:
                 cgru_stream_copy(&destination[start], &source[start], stop - start)
+
+
+def gather_transpose(const floating[:, ::1] source, const int64_t[::1] rows,
+                     floating[:, ::1] destination):
+    """destination[j, m] = source[rows[m], j]: the rows of source in the order `rows`,
+    transposed (source (R, J), rows (M,) in 0..R-1, destination (J, M); checked by the caller).
+
+    In tiles of 16 x 16, whose 16 source rows and 16 destination rows stay in L1: NumPy's
+    transposing copy of a gathered (3H, H) weight reads each source line once per value it
+    writes (S3's W_hh, H = 256: 270 us a copy, at every weight update).
+    """
+    cdef Py_ssize_t n_rows = rows.shape[0], width = source.shape[1]
+    cdef Py_ssize_t m0, j0, m, j, m1, j1
+    cdef const floating *row
+    with nogil:
+        for m0 in range(0, n_rows, 16):
+            m1 = min(m0 + 16, n_rows)
+            for j0 in range(0, width, 16):
+                j1 = min(j0 + 16, width)
+                for m in range(m0, m1):
+                    row = &source[rows[m], 0]
+                    for j in range(j0, j1):
+                        destination[j, m] = row[j]

@@ -9,6 +9,7 @@ import pytest
 
 import cgru
 from cgru._engine import policy
+from cgru._engine.weights import gate_column_order, pack_layer
 from conftest import assert_close
 from reference import gru_reference
 from reference_grad import assert_grads_close, gru_reference_vjp
@@ -289,3 +290,37 @@ def test_backward_kernel_input_gradient_and_workspace_arguments(rng):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"grad_out_more of shape \(11, 32\), grad_out"):
         run(each, 1, more=part[1:])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hidden, inputs", [(1, 3), (16, 16), (20, 7), (50, 33), (96, 1)])
+def test_weight_layout_follows_its_definition(rng, dtype, hidden, inputs):
+    """pack_layer against the layout's definition, element by element: the transposed weights
+    in the packed gate order, the 16-unit panels and the backward's 48-unit panels, each zero
+    padded, and the combined biases."""
+    h, order = hidden, gate_column_order(hidden)
+    directions = [(rng.standard_normal((3 * h, inputs)).astype(dtype),
+                   rng.standard_normal((3 * h, h)).astype(dtype),
+                   rng.standard_normal(3 * h).astype(dtype),
+                   rng.standard_normal(3 * h).astype(dtype)) for _ in range(2)]
+    packed = pack_layer(directions, h, dtype)
+    w_ih, ih_panels, w_hh, hh_panels, bias_gi, bias_hn = (np.asarray(a) for a in packed.arrays)
+    back = np.asarray(packed.back_panels)
+    for d, (weight_ih, weight_hh, b_ih, b_hh) in enumerate(directions):
+        assert np.array_equal(w_ih[d], weight_ih[order].T)
+        assert np.array_equal(w_hh[d], weight_hh[order].T)
+        for weight, panels in ((weight_ih, ih_panels[d]), (weight_hh, hh_panels[d])):
+            expected = np.zeros_like(panels)
+            for k in range(panels.shape[0]):
+                for g in range(3):
+                    for u in range(min(16, h - 16 * k)):
+                        expected[k, :, 16 * g + u] = weight[g * h + 16 * k + u]
+            assert np.array_equal(panels, expected)
+        expected = np.zeros_like(back[d])
+        for j in range(back.shape[1]):
+            units = min(48, h - 48 * j)
+            expected[j, :, :units] = weight_hh[order, 48 * j:48 * j + units]
+        assert np.array_equal(back[d], expected)
+        combined = np.concatenate([b_ih[:2 * h] + b_hh[:2 * h], b_ih[2 * h:]])
+        assert np.array_equal(bias_gi[d], combined[order])
+        assert np.array_equal(bias_hn[d], b_hh[2 * h:])

@@ -856,6 +856,26 @@ def test_one_pass_over_all_parameters_equals_array_by_array(name, cls, kwargs, r
             np.testing.assert_array_equal(value, single_state[buffer])
 
 
+@pytest.mark.parametrize("name,cls,kwargs", CONFIGS, ids=CONFIG_IDS)
+def test_a_module_updated_in_one_pass_or_one_optimizer_per_parameter(name, cls, kwargs, rng):
+    """A module's parameters after a step are views of one flat array, which the next step
+    reads as it is (no concatenation): the same numbers, step after step, as one optimizer
+    per parameter on copies, which never lays anything end to end."""
+    gru = cgru.GRU(3, 4, num_layers=2, seed=0)
+    alone = {key: value.copy() for key, value in gru.state_dict().items()}
+    opt = getattr(cgru.optim, cls)(gru, **kwargs)
+    singles = {key: getattr(cgru.optim, cls)({key: alone[key]}, **kwargs) for key in alone}
+    for _ in range(4):
+        grads = _grads_like(alone, rng)
+        opt.step(grads)
+        for key, single in singles.items():
+            single.step({key: grads[key]})
+        for key in alone:
+            np.testing.assert_array_equal(getattr(gru, key), alone[key])
+    flat = cgru.optim._laid_end_to_end([getattr(gru, key) for key in alone])
+    assert all(np.shares_memory(flat, getattr(gru, key)) for key in alone)
+
+
 def test_parameters_at_different_steps_are_updated_each_with_its_own(rng):
     """A loaded state may hold different step counts per parameter (torch allows it): each
     parameter's bias correction uses its own count."""
